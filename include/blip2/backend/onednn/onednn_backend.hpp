@@ -1,0 +1,122 @@
+// blip2/backend/onednn/onednn_backend.hpp: the oneDNN CPU backend (oneDNN 2.x API).
+//
+// The backend is a value that owns an engine, a stream, a cache of primitives keyed by op and shape
+// (a primitive is created once per shape and reused, as oneDNN recommends), and scratch buffers that
+// grow to the largest size seen (so a kernel call does not allocate once shapes repeat).
+// Kernels are float32; a double call (the tests' oracle precision) runs the reference kernel, and an op
+// oneDNN lacks falls back to the reference through one explicit line in its file.
+#pragma once
+#include <dnnl.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "blip2/backend/backend.hpp"
+#include "blip2/backend/reference/reference_backend.hpp"
+#include "blip2/core/tensor_view.hpp"
+
+namespace blip2 {
+
+class onednn_backend {
+ public:
+  using memory_space = host_space;
+  static constexpr const char* name = "onednn";
+
+  onednn_backend() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
+
+  dnnl::engine& engine() { return engine_; }
+  dnnl::stream& stream() { return stream_; }
+
+  // The primitive stored under key, made by make() the first time the key is seen.
+  template <class Make>
+  dnnl::primitive& primitive(const std::string& key, Make&& make) {
+    auto it = cache_.find(key);
+    if (it == cache_.end()) it = cache_.emplace(key, make()).first;
+    return it->second;
+  }
+  std::size_t cached_primitives() const { return cache_.size(); }
+
+  // A float scratch buffer of at least n elements; slot names a buffer so two can be live at once.
+  float* scratch(int slot, index_t n) {
+    auto& buf = scratch_[slot];
+    if (static_cast<index_t>(buf.size()) < n) buf.resize(static_cast<std::size_t>(n));
+    return buf.data();
+  }
+
+  // Run a primitive and wait for it; oneDNN errors become backend_error.
+  void execute(dnnl::primitive& p, const std::unordered_map<int, dnnl::memory>& args) {
+    try {
+      p.execute(stream_, args);
+      stream_.wait();
+    } catch (const dnnl::error& e) {
+      throw backend_error(std::string("onednn: primitive execution failed: ") + e.what());
+    }
+  }
+
+ private:
+  dnnl::engine engine_;
+  dnnl::stream stream_;
+  std::unordered_map<std::string, dnnl::primitive> cache_;
+  std::unordered_map<int, std::vector<float>> scratch_;
+};
+
+namespace onednn_detail {
+
+using dims = dnnl::memory::dims;
+
+template <class T, std::size_t R>
+dims extents_of(const tensor_view<T, R>& v) {
+  return dims(v.extents().begin(), v.extents().end());
+}
+template <class T, std::size_t R>
+dims strides_of(const tensor_view<T, R>& v) {
+  return dims(v.strides().begin(), v.strides().end());
+}
+
+// A float memory descriptor with the view's extents and strides.
+template <class T, std::size_t R>
+dnnl::memory::desc desc_of(const tensor_view<T, R>& v) {
+  return dnnl::memory::desc(extents_of(v), dnnl::memory::data_type::f32, strides_of(v));
+}
+
+// A oneDNN memory over the view's buffer (no copy).
+template <class T, std::size_t R>
+dnnl::memory memory_of(onednn_backend& be, const tensor_view<T, R>& v) {
+  return dnnl::memory(desc_of(v), be.engine(), const_cast<float*>(static_cast<const float*>(v.data())));
+}
+inline dnnl::memory memory_of(onednn_backend& be, const dnnl::memory::desc& d, const float* p) {
+  return dnnl::memory(d, be.engine(), const_cast<float*>(p));
+}
+
+// "op|2x7|7x1|..." : a cache key from extents and strides.
+inline void key_append(std::string& key, const dims& d) {
+  key += '|';
+  for (auto x : d) key += std::to_string(x) + ',';
+}
+template <class T, std::size_t R>
+void key_append(std::string& key, const tensor_view<T, R>& v) {
+  key_append(key, extents_of(v));
+  key_append(key, strides_of(v));
+}
+template <class... Views>
+std::string make_key(std::string_view op, const Views&... views) {
+  std::string key(op);
+  (key_append(key, views), ...);
+  return key;
+}
+
+// Build a primitive, turning oneDNN's "unimplemented" into a backend_error that names the op.
+template <class F>
+auto build(std::string_view op, F&& f) {
+  try {
+    return f();
+  } catch (const dnnl::error& e) {
+    throw backend_error(std::string("onednn: cannot create primitive for ") + std::string(op) + ": " + e.what());
+  }
+}
+
+}  // namespace onednn_detail
+}  // namespace blip2

@@ -1,0 +1,71 @@
+// blip2/core/check.hpp: argument checks shared by the public ops.
+//
+// Every public op turns its tensor arguments into views with arg_view<Backend, Rank> (which also checks
+// at compile time that the memory space matches the backend's) and checks their extents with
+// check_shape, whose message names the op, the tensor, its shape and the expected one.
+#pragma once
+#include <cstddef>
+#include <string_view>
+#include <type_traits>
+
+#include "blip2/core/view.hpp"
+
+namespace blip2 {
+
+// How a backward writes an activation gradient: assigned (the default), or added to what is there
+// (residual stream, tensors used twice). Parameter gradients are always accumulated.
+enum class grad_write { assign, accumulate };
+
+namespace detail {
+
+// view(x) as a view of rank Rank in Backend's memory space.
+template <class Backend, std::size_t Rank, class X>
+auto arg_view(X&& x) {
+  auto v = view(std::forward<X>(x));
+  using V = decltype(v);
+  static_assert(std::is_same_v<typename V::memory_space_type, typename Backend::memory_space>,
+                "blip2: a tensor's memory space differs from the backend's (host data passed to a device "
+                "backend, or the other way round); copy it to the backend's space first");
+  static_assert(V::rank == Rank, "blip2: a tensor argument has the wrong rank for this op");
+  return v;
+}
+
+// Like arg_view, then rows of all leading dimensions: (d0, ..., dk, C) -> (d0 * ... * dk, C).
+template <class Backend, class X>
+auto arg_rows(X&& x) {
+  auto v = view(std::forward<X>(x));
+  using V = decltype(v);
+  static_assert(std::is_same_v<typename V::memory_space_type, typename Backend::memory_space>,
+                "blip2: a tensor's memory space differs from the backend's");
+  static_assert(V::rank >= 1, "blip2: expected a tensor of rank >= 1");
+  if constexpr (V::rank == 1)
+    return tensor_view<typename V::element_type, 2, typename V::memory_space_type>(
+        v.data(), {1, v.extent(0)}, {v.extent(0) * v.stride(0), v.stride(0)});
+  else
+    return flatten_rows(v);
+}
+
+template <class T, std::size_t R, class S>
+void check_shape(std::string_view op, std::string_view name, const tensor_view<T, R, S>& v,
+                 const extents_t<R>& expected) {
+  BLIP2_CHECK(v.extents() == expected, shape_error, op, ": tensor '", name, "' has shape ", shape_string(v),
+              " but ", shape_string<R>(expected), " was expected");
+}
+
+template <class T, std::size_t R, class S>
+void check_contiguous(std::string_view op, std::string_view name, const tensor_view<T, R, S>& v) {
+  BLIP2_CHECK(v.is_contiguous(), shape_error, op, ": tensor '", name, "' of shape ", shape_string(v),
+              " must be contiguous (row-major)");
+}
+
+template <class T, std::size_t R, class S>
+tensor_view<const T, R, S> as_const(const tensor_view<T, R, S>& v) {
+  return v;
+}
+
+template <class A, class B>
+inline constexpr bool same_value_type_v =
+    std::is_same_v<typename A::value_type, typename B::value_type>;
+
+}  // namespace detail
+}  // namespace blip2

@@ -1,0 +1,7 @@
+// Conformance cases for dropout (to be filled).
+#pragma once
+#include "harness/backend_ops.hpp"
+
+namespace blip2::testing {
+inline void add_dropout_cases(std::vector<op_case>&) {}
+}  // namespace blip2::testing

@@ -1,0 +1,58 @@
+// Conformance cases for layer_norm_forward / layer_norm_backward.
+#pragma once
+#include <limits>
+
+#include "blip2/nn/layer_norm.hpp"
+#include "harness/backend_ops.hpp"
+
+namespace blip2::testing {
+
+inline void add_layer_norm_cases(std::vector<op_case>& cases) {
+  struct shape { index_t R, C; bool nan_row; };
+  for (auto [R, C, nan_row] : {shape{1, 1, false}, shape{5, 7, false}, shape{7, 13, false}, shape{13, 5, false},
+                               shape{1, 13, false}, shape{64, 768, false}, shape{7, 13, true}}) {
+    auto init_inputs = [R = R, C = C, nan_row = nan_row](io<double>& x) {
+      rng r(R * 100 + C);
+      x.make("inp", {R, C}, [&](index_t) { return r.normal(2.0) + 0.5; });
+      if (nan_row) x.fbuf("inp").data[C * (R / 2) + 1] = std::numeric_limits<double>::quiet_NaN();
+      x.make("weight", {C}, [&](index_t) { return r.normal(); });
+      x.make("bias", {C}, [&](index_t) { return r.normal(); });
+      x.make("out", {R, C}, [](index_t) { return 0.0; });
+      x.make("mean", {R}, [](index_t) { return 0.0; });
+      x.make("rstd", {R}, [](index_t) { return 0.0; });
+    };
+    auto forward = [](auto& be, auto& x) {
+      using T = typename std::remove_cvref_t<decltype(x)>::scalar;
+      layer_norm_forward(be, x.template out<2>("out"),
+                         layer_norm_cache<T>{x.template out<1>("mean"), x.template out<1>("rstd")},
+                         x.template in<2>("inp"), x.template in<1>("weight"), x.template in<1>("bias"), 1e-5);
+    };
+    const std::string nan = nan_row ? "nan_row" : "";
+    cases.push_back(make_case("layer_norm_forward", describe("layer_norm_forward", {{"R", R}, {"C", C}}, nan),
+                              init_inputs, {"out", "mean", "rstd"}, forward));
+    for (auto mode : {grad_write::assign, grad_write::accumulate}) {
+      auto init = [=](io<double>& x) {
+        init_inputs(x);
+        reference_backend rb;
+        forward(rb, x);  // the cache backward needs
+        rng r(R * 7 + C);
+        x.make("dout", {R, C}, r.normals());
+        x.make("dinp", {R, C}, [&](index_t) { return mode == grad_write::accumulate ? r.normal() : 0.0; });
+        x.make("dweight", {C}, r.normals());  // pre-filled: parameter gradients accumulate
+        x.make("dbias", {C}, r.normals());
+      };
+      auto backward = [mode](auto& be, auto& x) {
+        using T = typename std::remove_cvref_t<decltype(x)>::scalar;
+        layer_norm_backward(be, x.template out<2>("dinp"), x.template out<1>("dweight"), x.template out<1>("dbias"),
+                            x.template in<2>("dout"), x.template in<2>("inp"), x.template in<1>("weight"),
+                            layer_norm_cache<T>{x.template out<1>("mean"), x.template out<1>("rstd")}, mode);
+      };
+      const std::string extra = std::string(mode == grad_write::accumulate ? "accumulate" : "assign") +
+                                (nan_row ? ",nan_row" : "");
+      cases.push_back(make_case("layer_norm_backward", describe("layer_norm_backward", {{"R", R}, {"C", C}}, extra),
+                                init, {"dinp", "dweight", "dbias"}, backward));
+    }
+  }
+}
+
+}  // namespace blip2::testing
