@@ -1,0 +1,2 @@
+// attention kernels of the onednn backend (to be written).
+#pragma once

@@ -1,0 +1,2 @@
+// cross_entropy kernels of the onednn backend (to be written).
+#pragma once

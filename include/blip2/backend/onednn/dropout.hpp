@@ -1,0 +1,2 @@
+// dropout kernels of the onednn backend (to be written).
+#pragma once

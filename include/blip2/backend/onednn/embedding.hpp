@@ -1,0 +1,2 @@
+// embedding kernels of the onednn backend (to be written).
+#pragma once

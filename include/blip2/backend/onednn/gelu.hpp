@@ -1,0 +1,2 @@
+// gelu kernels of the onednn backend (to be written).
+#pragma once

@@ -1,0 +1,2 @@
+// l2_normalize kernels of the onednn backend (to be written).
+#pragma once

@@ -1,0 +1,2 @@
+// linear kernels of the onednn backend (to be written).
+#pragma once

@@ -1,0 +1,2 @@
+// matmul kernels of the onednn backend (to be written).
+#pragma once

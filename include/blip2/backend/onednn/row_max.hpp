@@ -1,0 +1,2 @@
+// row_max kernels of the onednn backend (to be written).
+#pragma once

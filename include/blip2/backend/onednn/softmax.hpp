@@ -1,0 +1,2 @@
+// softmax kernels of the onednn backend (to be written).
+#pragma once

@@ -1,0 +1,2 @@
+// attention kernels of the reference backend (to be written).
+#pragma once

@@ -1,0 +1,2 @@
+// cross_entropy kernels of the reference backend (to be written).
+#pragma once

@@ -1,0 +1,2 @@
+// dropout kernels of the reference backend (to be written).
+#pragma once

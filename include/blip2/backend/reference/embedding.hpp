@@ -1,0 +1,2 @@
+// embedding kernels of the reference backend (to be written).
+#pragma once

@@ -1,0 +1,2 @@
+// gelu kernels of the reference backend (to be written).
+#pragma once

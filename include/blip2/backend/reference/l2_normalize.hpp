@@ -1,0 +1,2 @@
+// l2_normalize kernels of the reference backend (to be written).
+#pragma once

@@ -1,0 +1,2 @@
+// linear kernels of the reference backend (to be written).
+#pragma once

@@ -1,0 +1,2 @@
+// matmul kernels of the reference backend (to be written).
+#pragma once

@@ -1,0 +1,2 @@
+// softmax kernels of the reference backend (to be written).
+#pragma once

@@ -1,0 +1,2 @@
+// blip2/nn/attention.hpp (to be written).
+#pragma once

@@ -1,0 +1,2 @@
+// blip2/nn/dropout.hpp (to be written).
+#pragma once

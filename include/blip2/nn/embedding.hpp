@@ -1,0 +1,2 @@
+// blip2/nn/embedding.hpp (to be written).
+#pragma once

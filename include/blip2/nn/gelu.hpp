@@ -1,0 +1,2 @@
+// blip2/nn/gelu.hpp (to be written).
+#pragma once

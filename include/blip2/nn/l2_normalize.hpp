@@ -1,0 +1,2 @@
+// blip2/nn/l2_normalize.hpp (to be written).
+#pragma once

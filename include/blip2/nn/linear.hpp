@@ -1,0 +1,2 @@
+// blip2/nn/linear.hpp (to be written).
+#pragma once

@@ -1,0 +1,2 @@
+// blip2/nn/masks.hpp (to be written).
+#pragma once

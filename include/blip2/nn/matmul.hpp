@@ -1,0 +1,2 @@
+// blip2/nn/matmul.hpp (to be written).
+#pragma once

@@ -1,0 +1,2 @@
+// blip2/nn/row_max.hpp (to be written).
+#pragma once

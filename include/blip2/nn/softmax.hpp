@@ -1,0 +1,2 @@
+// blip2/nn/softmax.hpp (to be written).
+#pragma once

@@ -1,0 +1,2 @@
+// test_adaptors (to be written)
+#include <doctest/doctest.h>

@@ -1,0 +1,2 @@
+// test_core (to be written)
+#include <doctest/doctest.h>

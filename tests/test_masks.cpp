@@ -1,0 +1,2 @@
+// test_masks (to be written)
+#include <doctest/doctest.h>
