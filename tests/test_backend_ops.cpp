@@ -15,6 +15,7 @@
 #include "backend_ops/l2_normalize_cases.hpp"
 #include "backend_ops/row_max_cases.hpp"
 #include "backend_ops/cross_entropy_cases.hpp"
+#include "backend_ops/elementwise_cases.hpp"
 
 using namespace blip2;
 using namespace blip2::testing;
@@ -32,6 +33,7 @@ std::vector<op_case> all_cases() {
   add_l2_normalize_cases(cases);
   add_row_max_cases(cases);
   add_cross_entropy_cases(cases);
+  add_elementwise_cases(cases);
   return cases;
 }
 }  // namespace

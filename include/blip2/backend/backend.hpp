@@ -7,7 +7,7 @@
 //     blip2::kernel<Backend, blip2::op::X>::run(be, views...)
 // A backend implements op X by specialising kernel<its type, op::X>. A backend that lacks a kernel
 // fails to compile with a static_assert naming the op. Falling back to the reference backend is one
-// explicit line, never silent:
+// explicit line (reference_fallback, in backend/reference/reference_backend.hpp), never silent:
 //     template <> struct blip2::kernel<my_backend, blip2::op::gelu_backward>
 //         : blip2::reference_fallback<blip2::op::gelu_backward> {};
 #pragma once
@@ -53,6 +53,8 @@ BLIP2_OP(row_max_forward)         // max and argmax of each row
 BLIP2_OP(row_max_backward)
 BLIP2_OP(cross_entropy_forward)   // label smoothing, ignore index, mean over counted rows
 BLIP2_OP(cross_entropy_backward)
+BLIP2_OP(axpy)                    // y += alpha x (residual connections, gradient accumulation)
+BLIP2_OP(copy)                    // dst = src, any strides (layout changes)
 #undef BLIP2_OP
 }  // namespace op
 
@@ -63,21 +65,6 @@ struct kernel;
 // True when kernel<Backend, Op> has been specialised (and its header included).
 template <class Backend, class Op>
 concept has_kernel = requires { sizeof(kernel<Backend, Op>); };
-
-struct reference_backend;
-
-// The explicit fallback: run the reference kernel on a host backend's views.
-template <class Op>
-struct reference_fallback {
-  static constexpr bool is_fallback = true;
-  template <class Backend, class... Args>
-  static void run(Backend&, Args&&... args) {
-    static_assert(Backend::memory_space::host_accessible,
-                  "blip2::reference_fallback: only a host backend can fall back to the reference kernels");
-    reference_backend ref;
-    kernel<reference_backend, Op>::run(ref, std::forward<Args>(args)...);
-  }
-};
 
 // Whether op Op on Backend runs the reference kernels through a fallback (reported by the tests).
 template <class Backend, class Op>

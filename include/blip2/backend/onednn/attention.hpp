@@ -1,2 +1,154 @@
-// attention kernels of the onednn backend (to be written).
+// blip2/backend/onednn/attention.hpp: attention from oneDNN batched matmuls and softmax_v2.
+//
+// q, k, v, out (B, T, C) are seen as (B, NH, T, HS) head views (strides only, no copies); oneDNN's
+// matmul takes the two batch dimensions directly:
+//   forward:  probs = q_h k_h^T (alpha 1/sqrt(HS))  -> mask added by a loop that asks the policy
+//             -> softmax_v2 in place -> dropout into scratch (when p > 0) -> out_h = dropped v_h
+//   backward: ddropped = dout_h v_h^T (scratch) -> dv_h (+)= dropped^T dout_h -> dprobs = ddropped f
+//             -> dscores = softmax_v2_backward (scratch) -> dq_h (+)= alpha dscores k_h,
+//             dk_h (+)= alpha dscores^T q_h (beta 1 accumulates)
+// probs must be dense (it is the cache the caller allocates); otherwise, and for double, the reference
+// kernel runs. Dimensions: B batch, NH heads, T queries, S keys, HS head size.
 #pragma once
+#include <cmath>
+#include <type_traits>
+
+#include "blip2/backend/onednn/matmul.hpp"
+#include "blip2/backend/onednn/onednn_backend.hpp"
+#include "blip2/backend/onednn/softmax.hpp"
+#include "blip2/backend/reference/attention.hpp"
+
+namespace blip2 {
+namespace onednn_detail {
+
+template <class Mask>
+inline constexpr bool always_allowed = std::is_same_v<Mask, bidirectional_mask>;
+
+// Whether oneDNN can describe every one of these views (no zero or negative strides in a matrix).
+template <class... Views>
+bool operands_fit(const Views&... v) {
+  return (matmul_operand_fits(v) && ...);
+}
+
+}  // namespace onednn_detail
+
+template <>
+struct kernel<onednn_backend, op::attention_forward> {
+  template <class T, class Mask>
+  static void run(onednn_backend& be, tensor_view<T, 3> out, tensor_view<T, 4> probs, tensor_view<const T, 3> q,
+                  tensor_view<const T, 3> k, tensor_view<const T, 3> v, index_t num_heads, const Mask& mask,
+                  tensor_view<const T, 2> key_padding, double dropout_p, std::uint64_t seed) {
+    using ref = reference_fallback<op::attention_forward>;
+    if constexpr (!std::is_same_v<T, float>) {
+      ref::run(be, out, probs, q, k, v, num_heads, mask, key_padding, dropout_p, seed);  // double: reference
+    } else {
+      using namespace onednn_detail;
+      const index_t NH = num_heads;
+      const auto qh = detail::head_view(q, NH);    // (B, NH, T, HS)
+      const auto kh = detail::head_view(k, NH);    // (B, NH, S, HS)
+      const auto vh = detail::head_view(v, NH);    // (B, NH, S, HS)
+      const auto oh = detail::head_view(out, NH);  // (B, NH, T, HS)
+      if (!probs.is_contiguous() || !operands_fit(qh, kh, vh, oh)) {
+        // a strided probs cache, or zero/negative strides in q, k, v, out: no oneDNN path
+        ref::run(be, out, probs, q, k, v, num_heads, mask, key_padding, dropout_p, seed);
+        return;
+      }
+      const index_t B = q.extent(0), T_ = q.extent(1), S = k.extent(1), HS = q.extent(2) / NH;
+      const index_t rows = B * NH * T_, n = rows * S;
+      if (n == 0) {
+        if (out.size() > 0) ref::run(be, out, probs, q, k, v, num_heads, mask, key_padding, dropout_p, seed);
+        return;  // S == 0 (or nothing at all): no oneDNN shape; the reference writes the zeros
+      }
+      const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+      // scores (B, NH, T, S) = q_h (B, NH, T, HS) @ k_h^T (B, NH, HS, S) / sqrt(HS), into probs
+      run_matmul<4>(be, probs, qh, transpose(kh), scale, 0.0f);
+      // scores += mask(b, t, s), asked of the policy and the padding element by element
+      if (!always_allowed<Mask> || key_padding.data()) {
+        BLIP2_OMP_FOR
+        for (index_t row = 0; row < rows; ++row) {
+          const index_t b = row / (NH * T_), t = row % T_;
+          float* p = probs.data() + row * S;
+          for (index_t s = 0; s < S; ++s) p[s] += additive_mask<float>(mask, key_padding, b, t, s);
+        }
+      }
+      // probs = softmax(scores) over the S keys, in place
+      const dnnl::memory::desc rows_md({rows, S}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::ab);
+      auto& sm = softmax_forward_primitive(be, rows_md, rows_key(rows, S));
+      be.execute(sm, {{DNNL_ARG_SRC, memory_of(be, rows_md, probs.data())},
+                      {DNNL_ARG_DST, memory_of(be, rows_md, probs.data())}});
+      // dropped = probs * f (scratch; probs itself when p == 0)
+      const float* dropped = probs.data();
+      if (dropout_p > 0.0) {
+        float* d = be.scratch(0, n);
+        BLIP2_OMP_FOR
+        for (index_t i = 0; i < n; ++i)
+          d[i] = probs.data()[i] * detail::attention_dropout_factor<float>(seed, static_cast<std::uint64_t>(i), dropout_p);
+        dropped = d;
+      }
+      // out_h (B, NH, T, HS) = dropped (B, NH, T, S) @ v_h (B, NH, S, HS)
+      run_matmul<4>(be, oh, tensor_view<const float, 4>(dropped, probs.extents()), vh, 1.0f, 0.0f);
+    }
+  }
+};
+
+template <>
+struct kernel<onednn_backend, op::attention_backward> {
+  template <class T, class Mask>
+  static void run(onednn_backend& be, tensor_view<T, 3> dq, tensor_view<T, 3> dk, tensor_view<T, 3> dv,
+                  tensor_view<const T, 3> dout, tensor_view<const T, 3> q, tensor_view<const T, 3> k,
+                  tensor_view<const T, 3> v, tensor_view<const T, 4> probs, index_t num_heads, const Mask& mask,
+                  tensor_view<const T, 2> key_padding, double dropout_p, std::uint64_t seed, grad_write mode) {
+    using ref = reference_fallback<op::attention_backward>;
+    if constexpr (!std::is_same_v<T, float>) {
+      ref::run(be, dq, dk, dv, dout, q, k, v, probs, num_heads, mask, key_padding, dropout_p, seed, mode);  // double
+    } else {
+      using namespace onednn_detail;
+      const index_t NH = num_heads;
+      const auto qh = detail::head_view(q, NH), doh = detail::head_view(dout, NH);  // (B, NH, T, HS)
+      const auto kh = detail::head_view(k, NH), vh = detail::head_view(v, NH);      // (B, NH, S, HS)
+      const auto dqh = detail::head_view(dq, NH);                                   // (B, NH, T, HS)
+      const auto dkh = detail::head_view(dk, NH), dvh = detail::head_view(dv, NH);  // (B, NH, S, HS)
+      const index_t B = q.extent(0), T_ = q.extent(1), S = k.extent(1), HS = q.extent(2) / NH;
+      const index_t rows = B * NH * T_, n = rows * S;
+      if (!probs.is_contiguous() || !operands_fit(qh, kh, vh, doh, dqh, dkh, dvh) || n == 0) {
+        // a strided probs cache, zero/negative strides, or S == 0 / T == 0: no oneDNN path
+        ref::run(be, dq, dk, dv, dout, q, k, v, probs, num_heads, mask, key_padding, dropout_p, seed, mode);
+        return;
+      }
+      const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+      const float beta = mode == grad_write::accumulate ? 1.0f : 0.0f;
+      const extents_t<4> pe = probs.extents();  // (B, NH, T, S)
+      // forward: out_h = dropped v_h, dropped = probs f
+      //   ddropped (B, NH, T, S) = dout_h (B, NH, T, HS) @ v_h^T (B, NH, HS, S)
+      float* dprobs = be.scratch(0, n);
+      run_matmul<4>(be, tensor_view<float, 4>(dprobs, pe), doh, transpose(vh), 1.0f, 0.0f);
+      //   dv_h (B, NH, S, HS) (+)= dropped^T (B, NH, S, T) @ dout_h (B, NH, T, HS)
+      const float* dropped = probs.data();
+      float* work = be.scratch(1, n);
+      if (dropout_p > 0.0) {
+        BLIP2_OMP_FOR
+        for (index_t i = 0; i < n; ++i) {
+          const float f = detail::attention_dropout_factor<float>(seed, static_cast<std::uint64_t>(i), dropout_p);
+          work[i] = probs.data()[i] * f;
+          dprobs[i] *= f;  // dprobs = ddropped f
+        }
+        dropped = work;
+      }
+      run_matmul<4>(be, dvh, transpose(tensor_view<const float, 4>(dropped, pe)), doh, 1.0f, beta);
+      // forward: probs = softmax(scores): dscores = probs (dprobs - rowsum(probs dprobs)), into work
+      const dnnl::memory::desc rows_md({rows, S}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::ab);
+      auto& sm = softmax_backward_primitive(be, rows_md, rows_key(rows, S));
+      be.execute(sm, {{DNNL_ARG_DST, memory_of(be, rows_md, probs.data())},
+                      {DNNL_ARG_DIFF_DST, memory_of(be, rows_md, dprobs)},
+                      {DNNL_ARG_DIFF_SRC, memory_of(be, rows_md, work)}});
+      const tensor_view<const float, 4> dscores(work, pe);  // (B, NH, T, S)
+      // forward: scores = q_h k_h^T / sqrt(HS) + mask
+      //   dq_h (B, NH, T, HS) (+)= dscores (B, NH, T, S) @ k_h (B, NH, S, HS) / sqrt(HS)
+      run_matmul<4>(be, dqh, dscores, kh, scale, beta);
+      //   dk_h (B, NH, S, HS) (+)= dscores^T (B, NH, S, T) @ q_h (B, NH, T, HS) / sqrt(HS)
+      run_matmul<4>(be, dkh, transpose(dscores), qh, scale, beta);
+    }
+  }
+};
+
+}  // namespace blip2

@@ -2,6 +2,8 @@
 #pragma once
 #include "blip2/backend/onednn/onednn_backend.hpp"
 #include "blip2/backend/onednn/attention.hpp"
+#include "blip2/backend/onednn/axpy.hpp"
+#include "blip2/backend/onednn/copy.hpp"
 #include "blip2/backend/onednn/cross_entropy.hpp"
 #include "blip2/backend/onednn/dropout.hpp"
 #include "blip2/backend/onednn/embedding.hpp"

@@ -1,0 +1,21 @@
+// copy kernel of the reference backend: dst = src over rank-4 views of any strides.
+#pragma once
+#include "blip2/backend/reference/reference_backend.hpp"
+#include "blip2/core/check.hpp"
+
+namespace blip2 {
+
+template <>
+struct kernel<reference_backend, op::copy> {
+  template <class T>
+  static void run(reference_backend&, tensor_view<T, 4> dst, tensor_view<const T, 4> src) {
+    const index_t A = dst.extent(0), B = dst.extent(1), C = dst.extent(2), D = dst.extent(3);
+    BLIP2_OMP_FOR_COLLAPSE2
+    for (index_t a = 0; a < A; ++a)
+      for (index_t b = 0; b < B; ++b)
+        for (index_t c = 0; c < C; ++c)
+          for (index_t d = 0; d < D; ++d) dst(a, b, c, d) = src(a, b, c, d);
+  }
+};
+
+}  // namespace blip2

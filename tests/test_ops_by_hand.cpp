@@ -1,0 +1,219 @@
+// test_ops_by_hand: small cases of gelu, l2_normalize, row_max, embedding and cross_entropy whose
+// answers are worked out by hand in the comments, and the errors their public functions raise. The
+// conformance and finite-difference tests compare implementations with each other; these pin the
+// reference itself to the definitions (PyTorch semantics).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "blip2/backend/reference/reference_backend.hpp"
+#include "blip2/core/host_tensor.hpp"
+#include "blip2/loss/cross_entropy.hpp"
+#include "blip2/nn/embedding.hpp"
+#include "blip2/nn/gelu.hpp"
+#include "blip2/nn/l2_normalize.hpp"
+#include "blip2/nn/row_max.hpp"
+#if BLIP2_HAS_ONEDNN
+#include "blip2/backend/onednn/onednn.hpp"
+#endif
+
+using namespace blip2;
+
+namespace {
+// The message of the error f throws (empty when it throws nothing).
+template <class Error, class F>
+std::string message_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return {};
+}
+
+// logits (3, 3), targets {2, ignored, 0}, label smoothing 0.3, dloss = 1 (see the test below).
+template <class T, class Be>
+void check_cross_entropy_by_hand(Be& be, double tol) {
+  const std::string where = std::string(Be::name) + (sizeof(T) == 4 ? " float" : " double");
+  INFO(where);
+  const T ln2 = static_cast<T>(std::log(2.0)), ln3 = static_cast<T>(std::log(3.0));
+  host_tensor<T, 2> logits({3, 3});
+  const T z[9] = {0, 0, ln2, 5, -1, 2, ln3, 0, 0};
+  for (index_t k = 0; k < 9; ++k) logits[k] = z[k];
+  host_tensor<index_t, 1> targets({3});
+  targets[0] = 2;
+  targets[1] = -100;
+  targets[2] = 0;
+  host_tensor<T, 1> loss({1}), row_loss({3}), lse({3});
+  host_tensor<index_t, 1> count({1});
+  cross_entropy_forward(be, loss, row_loss, cross_entropy_cache<T>{lse.view(), count.view()}, logits, targets, 0.3);
+  const double l2 = std::log(2.0), l3 = std::log(3.0), l5 = std::log(5.0);
+  CHECK(count[0] == 2);
+  CHECK(std::abs(lse[0] - 2 * l2) <= tol);
+  CHECK(std::abs(lse[2] - l5) <= tol);
+  CHECK(std::abs(row_loss[0] - 1.2 * l2) <= tol);
+  CHECK(row_loss[1] == 0);
+  CHECK(std::abs(row_loss[2] - (l5 - 0.8 * l3)) <= tol);
+  CHECK(std::abs(loss[0] - (1.2 * l2 + l5 - 0.8 * l3) / 2) <= tol);
+
+  host_tensor<T, 2> dlogits({3, 3}, T(9));  // assign must overwrite the 9s
+  host_tensor<T, 1> dloss({1}, T(1));
+  cross_entropy_backward(be, dlogits, dloss, logits, targets, cross_entropy_cache<T>{lse.view(), count.view()}, 0.3);
+  const double expected[9] = {0.075, 0.075, -0.15, 0, 0, 0, -0.1, 0.05, 0.05};
+  for (index_t k = 0; k < 9; ++k) {
+    CAPTURE(k);
+    CHECK(std::abs(dlogits[k] - expected[k]) <= tol);
+  }
+  // accumulate adds the same gradient to what is there
+  cross_entropy_backward(be, dlogits, dloss, logits, targets, cross_entropy_cache<T>{lse.view(), count.view()}, 0.3,
+                         -100, grad_write::accumulate);
+  for (index_t k = 0; k < 9; ++k) CHECK(std::abs(dlogits[k] - 2 * expected[k]) <= 2 * tol);
+}
+}  // namespace
+
+TEST_CASE("cross_entropy: a 3 x 3 case by hand (label smoothing 0.3, one ignored row)") {
+  // row 0: z = (0, 0, ln 2), target 2. sum exp z = 1 + 1 + 2 = 4, lse = ln 4 = 2 ln 2.
+  //   nll = lse - z[2] = ln 2; mean_c (lse - z[c]) = 2 ln 2 - (ln 2) / 3 = (5/3) ln 2;
+  //   row loss = 0.7 ln 2 + 0.3 (5/3) ln 2 = 1.2 ln 2.
+  // row 1: target ignore_index (-100): row loss 0, not counted.
+  // row 2: z = (ln 3, 0, 0), target 0. sum exp z = 5, lse = ln 5.
+  //   row loss = 0.7 (ln 5 - ln 3) + 0.3 (ln 5 - (ln 3) / 3) = ln 5 - 0.8 ln 3.
+  // count = 2, loss = (1.2 ln 2 + ln 5 - 0.8 ln 3) / 2.
+  // dloss = 1: every counted row gets 1 / count = 0.5, q = 0.7 onehot + 0.1:
+  //   row 0: softmax (1/4, 1/4, 1/2) - q (0.1, 0.1, 0.8) = (0.15, 0.15, -0.3), times 0.5: (0.075, 0.075, -0.15)
+  //   row 1: 0
+  //   row 2: softmax (3/5, 1/5, 1/5) - q (0.8, 0.1, 0.1) = (-0.2, 0.1, 0.1), times 0.5: (-0.1, 0.05, 0.05)
+  reference_backend ref;
+  check_cross_entropy_by_hand<double>(ref, 1e-14);
+  check_cross_entropy_by_hand<float>(ref, 1e-6);  // a few float roundings of values of order 1
+#if BLIP2_HAS_ONEDNN
+  // oneDNN's vectorised log-softmax uses polynomial exp and log good to a few float ulp: measured 3.2e-6
+  // on lse = ln 5 (2e-6 relative, about 16 ulp), so 1e-5 here
+  onednn_backend dnn;
+  check_cross_entropy_by_hand<float>(dnn, 1e-5);
+#endif
+}
+
+TEST_CASE("cross_entropy: no counted row gives loss 0 and no gradient (PyTorch: NaN); bad arguments throw") {
+  reference_backend be;
+  host_tensor<double, 2> logits({2, 3}, 0.5);
+  host_tensor<index_t, 1> targets({2}, -100);
+  host_tensor<double, 1> loss({1}, 7.0), row_loss({2}), lse({2}), dloss({1}, 1.0);
+  host_tensor<index_t, 1> count({1}, 5);
+  cross_entropy_cache<double> cache{lse.view(), count.view()};
+  cross_entropy_forward(be, loss, row_loss, cache, logits, targets);
+  CHECK(loss[0] == 0.0);
+  CHECK(count[0] == 0);
+  host_tensor<double, 2> dlogits({2, 3}, 3.0);
+  cross_entropy_backward(be, dlogits, dloss, logits, targets, cache);
+  for (index_t k = 0; k < 6; ++k) CHECK(dlogits[k] == 0.0);
+
+  targets[1] = 3;  // V = 3: out of range, and not ignore_index
+  const auto msg = message_of<value_error>([&] { cross_entropy_forward(be, loss, row_loss, cache, logits, targets); });
+  CHECK(msg.find("targets(1) = 3") != std::string::npos);
+  CHECK(msg.find("V = 3") != std::string::npos);
+  targets[1] = 2;
+  CHECK_THROWS_AS(cross_entropy_forward(be, loss, row_loss, cache, logits, targets, 1.5), value_error);
+  CHECK_THROWS_AS(cross_entropy_forward(be, loss, row_loss, cache, logits, targets, -0.1), value_error);
+  host_tensor<double, 1> short_row_loss({1});
+  CHECK_THROWS_AS(cross_entropy_forward(be, loss, short_row_loss, cache, logits, targets), shape_error);
+}
+
+TEST_CASE("gelu: values and derivatives by hand") {
+  // Phi(1) = 0.841344746068543, phi(1) = exp(-1/2) / sqrt(2 pi) = 0.241970724519143
+  // gelu(1) = Phi(1), gelu(-1) = -Phi(-1) = -(1 - Phi(1)), gelu(0) = 0
+  // gelu'(x) = Phi(x) + x phi(x): gelu'(1) = 1.083315470587686, gelu'(-1) = 1 - gelu'(1), gelu'(0) = 0.5
+  reference_backend be;
+  host_tensor<double, 1> x({4}), y({4}), dx({4}), dy({4}, 1.0);
+  x[0] = 1;
+  x[1] = -1;
+  x[2] = 0;
+  x[3] = std::numeric_limits<double>::quiet_NaN();
+  gelu_forward(be, y, x);
+  gelu_backward(be, dx, dy, x);
+  CHECK(std::abs(y[0] - 0.841344746068543) < 1e-14);
+  CHECK(std::abs(y[1] + 0.158655253931457) < 1e-14);
+  CHECK(y[2] == 0.0);
+  CHECK(std::isnan(y[3]));
+  CHECK(std::abs(dx[0] - 1.083315470587686) < 1e-14);
+  CHECK(std::abs(dx[1] + 0.083315470587686) < 1e-14);
+  CHECK(dx[2] == 0.5);
+  CHECK(std::isnan(dx[3]));
+}
+
+TEST_CASE("l2_normalize: (3, 4) -> (0.6, 0.8), a zero row stays zero, its gradient is dout / eps") {
+  reference_backend be;
+  host_tensor<double, 2> x({2, 2}), y({2, 2}), dx({2, 2}), dy({2, 2}, 1.0);
+  host_tensor<double, 1> norm({2});
+  x(0, 0) = 3;
+  x(0, 1) = 4;
+  l2_normalize_forward(be, y, x, l2_normalize_cache<double>{norm.view()});
+  CHECK(norm[0] == 5.0);
+  CHECK(std::abs(y(0, 0) - 0.6) < 1e-15);
+  CHECK(std::abs(y(0, 1) - 0.8) < 1e-15);
+  CHECK(y(1, 0) == 0.0);
+  CHECK(y(1, 1) == 0.0);
+  // dx = dy / n - x (x . dy) / n^3 = (1, 1) / 5 - (3, 4) 7 / 125 = (0.032, -0.024)
+  l2_normalize_backward(be, dx, dy, x, l2_normalize_cache<double>{norm.view()});
+  CHECK(std::abs(dx(0, 0) - 0.032) < 1e-15);
+  CHECK(std::abs(dx(0, 1) + 0.024) < 1e-15);
+  CHECK(std::abs(dx(1, 0) - 1e12) <= 1e-3);  // 1 / eps
+  CHECK_THROWS_AS(l2_normalize_forward(be, y, x, l2_normalize_cache<double>{norm.view()}, 0.0), value_error);
+}
+
+TEST_CASE("row_max: ties keep the first index, the first NaN wins, backward scatters one element") {
+  reference_backend be;
+  host_tensor<float, 2> x({3, 4});
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float v[12] = {1, 3, 3, 2, -1, nan, 5, nan, -4, -2, -2, -3};
+  for (index_t k = 0; k < 12; ++k) x[k] = v[k];
+  host_tensor<float, 1> m({3});
+  host_tensor<index_t, 1> a({3});
+  row_max_forward(be, m, a, x);
+  CHECK(m[0] == 3.0f);
+  CHECK(a[0] == 1);
+  CHECK(std::isnan(m[1]));
+  CHECK(a[1] == 1);
+  CHECK(m[2] == -2.0f);
+  CHECK(a[2] == 1);
+  host_tensor<float, 2> dx({3, 4}, 5.0f);
+  host_tensor<float, 1> dm({3}, 2.0f);
+  row_max_backward(be, dx, dm, a, grad_write::accumulate);
+  CHECK(dx(0, 1) == 7.0f);
+  CHECK(dx(0, 0) == 5.0f);
+  row_max_backward(be, dx, dm, a);
+  CHECK(dx(0, 1) == 2.0f);
+  CHECK(dx(0, 0) == 0.0f);
+  a[2] = 4;
+  CHECK_THROWS_AS(row_max_backward(be, dx, dm, a), value_error);
+}
+
+TEST_CASE("embedding: gather, scatter-add of repeated ids, and an id outside [0, V) named with its position") {
+  reference_backend be;
+  host_tensor<double, 2> table({3, 2});
+  for (index_t k = 0; k < 6; ++k) table[k] = static_cast<double>(k);  // row v = (2v, 2v + 1)
+  host_tensor<index_t, 2> ids({2, 2});
+  ids(0, 0) = 2;
+  ids(0, 1) = 0;
+  ids(1, 0) = 2;
+  ids(1, 1) = 2;
+  host_tensor<double, 3> out({2, 2, 2});
+  embedding_forward(be, out, ids, table);
+  CHECK(out(0, 0, 0) == 4.0);
+  CHECK(out(0, 1, 1) == 1.0);
+  CHECK(out(1, 1, 1) == 5.0);
+  host_tensor<double, 2> dtable({3, 2}, 1.0);
+  host_tensor<double, 3> dout({2, 2, 2}, 0.5);
+  embedding_backward(be, dtable, dout, ids);
+  CHECK(dtable(2, 0) == 2.5);  // 1 + three times 0.5
+  CHECK(dtable(0, 1) == 1.5);
+  CHECK(dtable(1, 0) == 1.0);  // untouched row
+  ids(1, 0) = 3;
+  const auto msg = message_of<value_error>([&] { embedding_forward(be, out, ids, table); });
+  CHECK(msg.find("ids(1, 0) = 3") != std::string::npos);
+  CHECK(msg.find("V = 3") != std::string::npos);
+  ids(1, 0) = -1;
+  CHECK_THROWS_AS(embedding_backward(be, dtable, dout, ids), value_error);
+}
