@@ -210,6 +210,9 @@ TEST_CASE("embedding: gather, scatter-add of repeated ids, and an id outside [0,
   CHECK(dtable(2, 0) == 2.5);  // 1 + three times 0.5
   CHECK(dtable(0, 1) == 1.5);
   CHECK(dtable(1, 0) == 1.0);  // untouched row
+  embedding_backward(be, dtable, dout, ids, /*padding_idx=*/2);
+  CHECK(dtable(2, 0) == 2.5);  // the padding row gets nothing
+  CHECK(dtable(0, 1) == 2.0);  // the others still do
   ids(1, 0) = 3;
   const auto msg = message_of<value_error>([&] { embedding_forward(be, out, ids, table); });
   CHECK(msg.find("ids(1, 0) = 3") != std::string::npos);

@@ -53,6 +53,17 @@ inline void add_embedding_cases(std::vector<op_case>& cases) {
     };
     cases.push_back(make_case("embedding_backward", describe("embedding_backward", dims, extra), init_backward,
                               {"dtable"}, backward));
+    // padding_idx: the id of the first position adds nothing anywhere (BERT's pad token)
+    auto backward_pad = [=](auto& be, auto& x) {
+      const index_t pad = x.ibuf("ids").data[0];
+      if (B > 0)
+        embedding_backward(be, x.template out<2>("dtable"), x.template in<3>("dout"), x.template iin<2>("ids"), pad);
+      else
+        embedding_backward(be, x.template out<2>("dtable"), x.template in<2>("dout"), x.template iin<1>("ids"), pad);
+    };
+    cases.push_back(make_case("embedding_backward",
+                              describe("embedding_backward", dims, extra.empty() ? "padding_idx" : extra + ",padding_idx"),
+                              init_backward, {"dtable"}, backward_pad));
   }
 }
 

@@ -76,7 +76,7 @@ class tensor_view {
   constexpr T& operator()(I... idx) const {
     static_assert(Space::host_accessible,
                   "blip2::tensor_view: elements of a device view cannot be read on the host; copy it first");
-    const index_t i[] = {static_cast<index_t>(idx)...};
+    const std::array<index_t, Rank> i{static_cast<index_t>(idx)...};
     index_t off = 0;
     for (std::size_t d = 0; d < Rank; ++d) off += i[d] * strides_[d];
     return data_[off];

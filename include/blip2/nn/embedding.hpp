@@ -3,7 +3,9 @@
 // Dimensions: B batch, T text positions, N = B T looked-up positions, V table rows (the vocabulary or
 // the positions), C channels.
 //   forward:  out[n, :] = table[ids[n], :]          ids (N) -> out (N, C), or ids (B, T) -> out (B, T, C)
-//   backward: dtable[ids[n], :] += dout[n, :]       a scatter-add: a parameter gradient, always accumulated
+//   backward: dtable[ids[n], :] += dout[n, :]       a scatter-add: a parameter gradient, always accumulated;
+//             positions whose id equals padding_idx add nothing (PyTorch's nn.Embedding(padding_idx=...),
+//             which BERT's word embeddings use with the pad token); -1, the default, skips nothing
 // ids are int64 (blip2::index_t); an id outside [0, V) is a value_error naming its position, the id and V.
 #pragma once
 #include <type_traits>
@@ -83,7 +85,7 @@ void embedding_forward(Be& be, Out&& out, Ids&& ids, Table&& table) {
 }
 
 template <backend Be, class DTable, class DOut, class Ids>
-void embedding_backward(Be& be, DTable&& dtable, DOut&& dout, Ids&& ids) {
+void embedding_backward(Be& be, DTable&& dtable, DOut&& dout, Ids&& ids, index_t padding_idx = -1) {
   constexpr std::string_view op = "embedding_backward";
   auto dtab = detail::arg_view<Be, 2>(dtable);  // (V, C)
   auto dov = view(dout);
@@ -95,7 +97,7 @@ void embedding_backward(Be& be, DTable&& dtable, DOut&& dout, Ids&& ids) {
   detail::check_ids(op, idv, V);
   auto d = detail::as_const(detail::arg_rows<Be>(dov));  // (N, C)
   auto flat = detail::embedding_ids<Be>(idv);            // (N)
-  BLIP2_DISPATCH(Be, embedding_backward, be, dtab, d, flat);
+  BLIP2_DISPATCH(Be, embedding_backward, be, dtab, d, flat, padding_idx);
 }
 
 }  // namespace blip2

@@ -32,7 +32,7 @@ struct kernel<reference_backend, op::embedding_backward> {
 
   template <class T>
   static void run(reference_backend&, tensor_view<T, 2> dtable, tensor_view<const T, 2> dout,
-                  tensor_view<const index_t, 1> ids) {
+                  tensor_view<const index_t, 1> ids, index_t padding_idx) {
     const index_t N = dout.extent(0), C = dout.extent(1);
     const index_t blocks = (C + channel_block - 1) / channel_block;
     BLIP2_OMP_FOR
@@ -41,6 +41,7 @@ struct kernel<reference_backend, op::embedding_backward> {
       for (index_t n = 0; n < N; ++n) {
         // forward: out[n, c] = table[ids[n], c]; dtable[ids[n], c] += dout[n, c]
         const index_t id = ids(n);
+        if (id == padding_idx) continue;  // nn.Embedding(padding_idx=...): that row gets no gradient
         for (index_t c = c0; c < c1; ++c) dtable(id, c) += dout(n, c);
       }
     }

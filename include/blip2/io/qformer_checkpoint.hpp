@@ -1,0 +1,52 @@
+// blip2/io/qformer_checkpoint.hpp: a Q-Former from a Hugging Face BLIP-2 checkpoint directory, and back.
+//
+// A directory holds config.json (a Blip2Config) and model.safetensors. Parameters load by their Hugging
+// Face names (nn/qformer_weights.hpp lists them). The text side (word/position embeddings, text FFNs,
+// text projection, ITM head) is loaded when the file has `embeddings.word_embeddings.weight`
+// (Blip2ForImageTextRetrieval); without it (Blip2ForConditionalGeneration) the model has the image path
+// only. Tensors the Q-Former does not use (vision_model.*, language_model.*, the ITG head, temp, ...) are
+// ignored. A parameter that is missing or has another shape is a format_error / shape_error naming it.
+#pragma once
+#include <filesystem>
+#include <string>
+
+#include "blip2/io/hf_config.hpp"
+#include "blip2/io/safetensors.hpp"
+#include "blip2/nn/qformer.hpp"
+
+namespace blip2 {
+
+// Copy every parameter of m from the file, by name.
+template <class T>
+void load_qformer_weights(qformer_model<T>& m, const safetensors_file& file) {
+  for_each_parameter(m.config(), m.w, [&](const std::string& name, auto& v) {
+    BLIP2_CHECK(file.contains(name), format_error, "checkpoint '", file.label(), "': missing tensor '", name,
+                "' (expected shape ", shape_string(v), ")");
+    file.read_into(name, v);
+  });
+}
+
+// The model of a checkpoint directory (config.json + model.safetensors).
+template <class T = float>
+qformer_model<T> load_qformer(const std::filesystem::path& dir) {
+  const blip2_config cfg = load_blip2_config(dir / "config.json");
+  const safetensors_file file = safetensors_file::open(dir / "model.safetensors");
+  const bool with_text = file.contains("embeddings.word_embeddings.weight");
+  qformer_model<T> m(to_model_config(cfg, with_text));
+  load_qformer_weights(m, file);
+  return m;
+}
+
+// Every parameter (or, with prefix "grad.", every gradient) as safetensors entries borrowing the model's
+// arenas; the model must outlive the entries.
+template <class T>
+std::vector<safetensors_entry> qformer_entries(qformer_model<T>& m, bool gradients = false, const std::string& prefix = "") {
+  std::vector<safetensors_entry> out;
+  auto& w = gradients ? m.g : m.w;
+  for_each_parameter(m.config(), w, [&](const std::string& name, auto& v) {
+    out.push_back(safetensors_entry::of(prefix + name, v));
+  });
+  return out;
+}
+
+}  // namespace blip2
