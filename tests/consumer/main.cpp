@@ -1,22 +1,11 @@
 // blip2_consumer: the smallest outside program using blip2. It runs layer_norm_forward on the reference
 // backend, then on every optional part the installed blip2 provides (oneDNN; Eigen and xtensor objects
-// through the adaptors), and prints one checksum per run. All runs must agree; the exit code says so.
+// through the adaptors), and prints one checksum per run. It includes only <blip2/blip2.hpp>. All runs must agree; the exit code says so.
 #include <cmath>
 #include <cstdio>
 
-#include "blip2/backend/reference/layer_norm.hpp"
-#include "blip2/core/host_tensor.hpp"
-#include "blip2/core/rng.hpp"
-#include "blip2/nn/layer_norm.hpp"
-#if defined(CONSUMER_WITH_ONEDNN)
-#include "blip2/backend/onednn/layer_norm.hpp"
-#endif
-#if defined(CONSUMER_WITH_EIGEN)
-#include "blip2/adapt/eigen.hpp"
-#endif
-#if defined(CONSUMER_WITH_XTENSOR)
-#include "blip2/adapt/xtensor.hpp"
-#endif
+// The umbrella header: it brings in the parts this build links (BLIP2_HAS_ONEDNN, the adaptors' headers).
+#include <blip2/blip2.hpp>
 
 constexpr blip2::index_t R = 4, C = 32;  // rows, channels
 

@@ -1,0 +1,57 @@
+// blip2/blip2.hpp: the whole library in one include.
+//
+// The core (tensor views, concepts, the reference backend, every op, the Q-Former and its heads) needs
+// only C++20. Optional parts are included when their dependency is there:
+//   oneDNN backend      when compiled with BLIP2_HAS_ONEDNN (link blip2::onednn)
+//   io (safetensors, Hugging Face config, checkpoints)   when compiled with BLIP2_HAS_IO (link blip2::io)
+//   Eigen / xtensor adaptors   when their headers are found (link blip2::eigen / blip2::xtensor)
+#pragma once
+
+#include "blip2/core/arena.hpp"
+#include "blip2/core/check.hpp"
+#include "blip2/core/errors.hpp"
+#include "blip2/core/host_tensor.hpp"
+#include "blip2/core/memory_space.hpp"
+#include "blip2/core/rng.hpp"
+#include "blip2/core/tensor_view.hpp"
+#include "blip2/core/view.hpp"
+
+#include "blip2/backend/backend.hpp"
+#include "blip2/backend/reference/reference_backend.hpp"
+
+#include "blip2/nn/attention.hpp"
+#include "blip2/nn/axpy.hpp"
+#include "blip2/nn/copy.hpp"
+#include "blip2/nn/dropout.hpp"
+#include "blip2/nn/embedding.hpp"
+#include "blip2/nn/gelu.hpp"
+#include "blip2/nn/l2_normalize.hpp"
+#include "blip2/nn/layer_norm.hpp"
+#include "blip2/nn/linear.hpp"
+#include "blip2/nn/masks.hpp"
+#include "blip2/nn/matmul.hpp"
+#include "blip2/nn/qformer.hpp"
+#include "blip2/nn/qformer_config.hpp"
+#include "blip2/nn/qformer_heads.hpp"
+#include "blip2/nn/qformer_weights.hpp"
+#include "blip2/nn/row_max.hpp"
+#include "blip2/nn/softmax.hpp"
+
+#include "blip2/loss/cross_entropy.hpp"
+
+#if defined(BLIP2_HAS_ONEDNN)
+#include "blip2/backend/onednn/onednn.hpp"
+#endif
+
+#if defined(BLIP2_HAS_IO)
+#include "blip2/io/hf_config.hpp"
+#include "blip2/io/qformer_checkpoint.hpp"
+#include "blip2/io/safetensors.hpp"
+#endif
+
+#if __has_include(<Eigen/Core>) && __has_include(<unsupported/Eigen/CXX11/Tensor>)
+#include "blip2/adapt/eigen.hpp"
+#endif
+#if __has_include(<xtensor/xtensor.hpp>)
+#include "blip2/adapt/xtensor.hpp"
+#endif
