@@ -4,8 +4,9 @@
 // Face names (nn/qformer_weights.hpp lists them). The text side (word/position embeddings, text FFNs,
 // text projection, ITM head) is loaded when the file has `embeddings.word_embeddings.weight`
 // (Blip2ForImageTextRetrieval); without it (Blip2ForConditionalGeneration) the model has the image path
-// only. Tensors the Q-Former does not use (vision_model.*, language_model.*, the ITG head, temp, ...) are
-// ignored. A parameter that is missing or has another shape is a format_error / shape_error naming it.
+// only. The stage-1 heads (the ITG LM head cls.predictions.* and the ITC temperature `temp`) load when
+// the file has `cls.predictions.transform.dense.weight` and `temp`; otherwise they are ignored.
+// Tensors the Q-Former does not use (vision_model.*, language_model.*, ...) are ignored. A parameter that is missing or has another shape is a format_error / shape_error naming it.
 #pragma once
 #include <filesystem>
 #include <string>
@@ -32,7 +33,9 @@ qformer_model<T> load_qformer(const std::filesystem::path& dir) {
   const blip2_config cfg = load_blip2_config(dir / "config.json");
   const safetensors_file file = safetensors_file::open(dir / "model.safetensors");
   const bool with_text = file.contains("embeddings.word_embeddings.weight");
-  qformer_model<T> m(to_model_config(cfg, with_text));
+  qformer_model_config mc = to_model_config(cfg, with_text);
+  mc.with_stage1_heads = with_text && file.contains("cls.predictions.transform.dense.weight") && file.contains("temp");
+  qformer_model<T> m(mc);
   load_qformer_weights(m, file);
   return m;
 }

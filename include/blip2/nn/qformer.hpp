@@ -85,6 +85,8 @@ class qformer_model {
                     q.cross_attention_frequency > 0 && c.num_query_tokens > 0 && c.image_text_hidden_size > 0 &&
                     q.vocab_size > 0 && q.max_position_embeddings > 0,
                 value_error, "qformer: every size must be positive (and num_hidden_layers >= 0)");
+    BLIP2_CHECK(!c.with_stage1_heads || c.with_text, value_error,
+                "qformer: the stage-1 heads (ITG LM head, temp) need the text side");
     return c;
   }
   qformer_model_config cfg_;
@@ -396,7 +398,12 @@ void qformer_forward(Be& be, const qformer_model<T>& m, qformer_pass_state<T>& s
   if (Tn > 0) {
     st.ids.resize(static_cast<std::size_t>(Tn * B));
     for (index_t t = 0; t < Tn; ++t)
-      for (index_t b = 0; b < B; ++b) st.ids[static_cast<std::size_t>(t * B + b)] = in.input_ids(b, t);
+      for (index_t b = 0; b < B; ++b) {
+        const index_t id = in.input_ids(b, t);  // checked here: embedding_forward would name a sequence-major row
+        BLIP2_CHECK(id >= 0 && id < cfg.vocab_size, value_error, op, ": input_ids(", b, ", ", t, ") = ", id,
+                    " is outside the vocabulary [0, vocab_size = ", cfg.vocab_size, ")");
+        st.ids[static_cast<std::size_t>(t * B + b)] = id;
+      }
     const tensor_view<const index_t, 1> ids(st.ids.data(), {Tn * B});
     auto text_rows = detail::row_range(st.emb, Lq * B, L * B);  // (T B, C)
     embedding_forward(be, text_rows, ids, m.w.word_embeddings);

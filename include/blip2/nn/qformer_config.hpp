@@ -35,7 +35,7 @@ struct qformer_config {
 };
 
 // What the Q-Former model needs beyond the Q-Former config: the number of learned queries, the ITC
-// projection width, and whether the text side exists (word/position embeddings, text FFNs, text
+// projection width, whether the text side exists (word/position embeddings, text FFNs, text
 // projection, ITM head: a Blip2ForImageTextRetrieval checkpoint has it, a Blip2ForConditionalGeneration
 // checkpoint does not).
 struct qformer_model_config {
@@ -43,6 +43,9 @@ struct qformer_model_config {
   index_t num_query_tokens = 32;        // Q
   index_t image_text_hidden_size = 256; // D
   bool with_text = true;
+  // The stage-1 training heads that Hugging Face has no class for: the ITG LM head
+  // (cls.predictions.*, decoder tied to the word embeddings) and the ITC temperature `temp`.
+  bool with_stage1_heads = false;
 };
 
 }  // namespace blip2

@@ -45,6 +45,14 @@ struct qformer_layer_weights {
   feed_forward_weights<T> text;      // intermediate / output (absent without text)
   feed_forward_weights<T> query;     // intermediate_query / output_query
 };
+// BERT's LM prediction head (ITG): transform (dense, GELU, LayerNorm), then a decoder tied to the word
+// embeddings plus its own bias.
+template <class T>
+struct lm_head_weights {
+  linear_weights<T> transform;       // (C, C)   cls.predictions.transform.dense
+  layer_norm_weights<T> norm;        // (C)      cls.predictions.transform.LayerNorm
+  tensor_view<T, 1> bias;            // (V)      cls.predictions.bias
+};
 template <class T>
 struct qformer_weights {
   tensor_view<T, 3> query_tokens;         // (1, Q, C)
@@ -55,9 +63,11 @@ struct qformer_weights {
   linear_weights<T> vision_projection;    // (D, C)
   linear_weights<T> text_projection;      // (D, C)  absent without text
   linear_weights<T> itm_head;             // (2, C)  absent without text
+  lm_head_weights<T> lm_head;             // ITG head          only with stage-1 heads
+  tensor_view<T, 0> temp;                 // ITC temperature   only with stage-1 heads
 };
 
-// Calls f(name, view) for every parameter, views of rank 1, 2 or 3, in one fixed order.
+// Calls f(name, view) for every parameter, views of rank 0 (temp), 1, 2 or 3, in one fixed order.
 template <class T, class F>
 void for_each_parameter(const qformer_model_config& cfg, qformer_weights<T>& w, F&& f) {
   auto lin = [&](const std::string& n, linear_weights<T>& l) {
@@ -99,6 +109,12 @@ void for_each_parameter(const qformer_model_config& cfg, qformer_weights<T>& w, 
   if (cfg.with_text) {
     lin("text_projection", w.text_projection);
     lin("itm_head", w.itm_head);
+  }
+  if (cfg.with_stage1_heads) {
+    lin("cls.predictions.transform.dense", w.lm_head.transform);
+    ln("cls.predictions.transform.LayerNorm", w.lm_head.norm);
+    f(std::string("cls.predictions.bias"), w.lm_head.bias);
+    f(std::string("temp"), w.temp);
   }
 }
 
@@ -144,6 +160,10 @@ void shape_weights(const qformer_model_config& cfg, qformer_weights<T>& w) {
   lin(w.vision_projection, cfg.image_text_hidden_size, C);
   lin(w.text_projection, cfg.image_text_hidden_size, C);
   lin(w.itm_head, 2, C);
+  lin(w.lm_head.transform, C, C);
+  ln(w.lm_head.norm, C);
+  w.lm_head.bias = {nullptr, {q.vocab_size}};
+  w.temp = {nullptr, {}};
 }
 }  // namespace detail
 
