@@ -9,6 +9,7 @@
 // Tensors the Q-Former does not use (vision_model.*, language_model.*, ...) are ignored. A parameter that is missing or has another shape is a format_error / shape_error naming it.
 #pragma once
 #include <filesystem>
+#include <set>
 #include <string>
 
 #include "blip2/io/hf_config.hpp"
@@ -17,14 +18,33 @@
 
 namespace blip2 {
 
+namespace detail {
+// Names that belong to the Q-Former: a tensor under one of them that the configuration does not use
+// (a 12-layer file read with a 3-layer config.json) is refused rather than silently dropped.
+inline bool qformer_owned_name(const std::string& n) {
+  for (const char* p : {"qformer.", "embeddings.", "vision_projection.", "text_projection.", "itm_head."})
+    if (n.rfind(p, 0) == 0) return true;
+  if (n.size() >= 12 && n.compare(n.size() - 12, 12, "position_ids") == 0) return false;  // a buffer, not a parameter
+  return n == "query_tokens";
+}
+}  // namespace detail
+
 // Copy every parameter of m from the file, by name.
 template <class T>
 void load_qformer_weights(qformer_model<T>& m, const safetensors_file& file) {
+  std::set<std::string> used;
   for_each_parameter(m.config(), m.w, [&](const std::string& name, auto& v) {
     BLIP2_CHECK(file.contains(name), format_error, "checkpoint '", file.label(), "': missing tensor '", name,
                 "' (expected shape ", shape_string(v), ")");
     file.read_into(name, v);
+    used.insert(name);
   });
+  for (const auto& name : file.names())
+    BLIP2_CHECK(used.count(name) || !detail::qformer_owned_name(name), format_error, "checkpoint '", file.label(),
+                "': tensor '", name, "' belongs to the Q-Former but this configuration (",
+                m.config().qformer.num_hidden_layers, " layers, cross_attention_frequency ",
+                m.config().qformer.cross_attention_frequency, ") has no such parameter: config.json and the "
+                "weights disagree");
 }
 
 // The model of a checkpoint directory (config.json + model.safetensors).

@@ -121,6 +121,8 @@ void encode_image_kv(Be& be, const qformer_model<T>& m, image_kv_state<T>& st, I
   BLIP2_CHECK(img.extent(2) == cfg.encoder_hidden_size, shape_error, "qformer: image_embeds has shape ",
               shape_string(img), " but its last dimension must be encoder_hidden_size = ", cfg.encoder_hidden_size);
   BLIP2_CHECK(img.is_contiguous(), shape_error, "qformer: image_embeds of shape ", shape_string(img), " must be contiguous");
+  BLIP2_CHECK(img.extent(1) > 0, shape_error, "qformer: image_embeds has shape ", shape_string(img),
+              ": cross-attention needs at least one image token (N >= 1)");
   const index_t B = img.extent(0), N = img.extent(1), C = cfg.hidden_size;
   const std::size_t L = m.w.layers.size();
   st.B = B;

@@ -35,9 +35,9 @@ struct qformer_config {
 };
 
 // What the Q-Former model needs beyond the Q-Former config: the number of learned queries, the ITC
-// projection width, whether the text side exists (word/position embeddings, text FFNs, text
-// projection, ITM head: a Blip2ForImageTextRetrieval checkpoint has it, a Blip2ForConditionalGeneration
-// checkpoint does not).
+// projection width, whether the text side exists (word/position embeddings, text FFNs, and the
+// retrieval heads: vision and text projections, ITM head; a Blip2ForImageTextRetrieval checkpoint has
+// it, a Blip2ForConditionalGeneration checkpoint does not).
 struct qformer_model_config {
   qformer_config qformer;
   index_t num_query_tokens = 32;        // Q

@@ -60,7 +60,7 @@ struct qformer_weights {
   tensor_view<T, 2> position_embeddings;  // (P, C)   absent without text
   layer_norm_weights<T> embed_norm;       // qformer.layernorm
   std::vector<qformer_layer_weights<T>> layers;
-  linear_weights<T> vision_projection;    // (D, C)
+  linear_weights<T> vision_projection;    // (D, C)  absent without text (the retrieval heads)
   linear_weights<T> text_projection;      // (D, C)  absent without text
   linear_weights<T> itm_head;             // (2, C)  absent without text
   lm_head_weights<T> lm_head;             // ITG head          only with stage-1 heads
@@ -105,8 +105,8 @@ void for_each_parameter(const qformer_model_config& cfg, qformer_weights<T>& w, 
     lin(p + ".output_query.dense", L.query.output);
     ln(p + ".output_query.LayerNorm", L.query.norm);
   }
-  lin("vision_projection", w.vision_projection);
   if (cfg.with_text) {
+    lin("vision_projection", w.vision_projection);
     lin("text_projection", w.text_projection);
     lin("itm_head", w.itm_head);
   }
