@@ -1,0 +1,272 @@
+// blip2/train/stage1_step.hpp: one BLIP-2 stage-1 step: ITC, ITM with hard negatives, ITG, and their
+// backward, on a batch of (image embeddings, caption) pairs (LAVIS's Blip2Qformer.forward).
+//
+// Dimensions: B pairs, N image tokens, E image width, T text tokens, Q queries, C hidden, D projection.
+//
+//   image K/V      once per image: every cross-attention layer's keys and values (the ITM pairs reuse them)
+//   image pass     queries + cross-attention, training dropout      -> query_output, and the K/V ITG reuses
+//   text pass      text alone, padding mask                         -> [CLS] output
+//   ITC            image_feats = normalize(vision_projection(query_output)), text_feat likewise; loss_itc
+//   ITM            negatives from the sampler (or given), 3B pairs through the joint bidirectional pass
+//   ITG            [DEC] replaces [CLS]; text over the image pass's cached query K/V; LM head; loss_itg
+//   backward       ITG, ITM, ITC, then the image pass (which gets ITG's gradient of its cached K/V), then
+//                  the image K/V projections. The image embeddings are frozen: they get no gradient.
+//
+// An objective whose weight is 0 is not computed at all (its passes are skipped), so the ablations of the
+// paper cost what they should. ITM's sampling reads the ITC similarities, which are then computed even
+// when ITC's weight is 0 (without their backward).
+// Parameter gradients accumulate into model.g: zero them (model.zero_grad()) before a step unless you
+// accumulate micro-batches. The step is a deterministic function of (model, batch, seed).
+#pragma once
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "blip2/loss/itc.hpp"
+#include "blip2/loss/itg.hpp"
+#include "blip2/loss/itm.hpp"
+#include "blip2/loss/stage1_loss.hpp"
+#include "blip2/mining/negative_sampler.hpp"
+#include "blip2/nn/qformer.hpp"
+#include "blip2/nn/qformer_heads.hpp"
+
+namespace blip2 {
+
+template <class T>
+struct stage1_batch {
+  tensor_view<const T, 3> image_embeds;          // (B, N, E) the frozen encoder's output
+  tensor_view<const index_t, 2> input_ids;       // (B, T) with [CLS] at position 0
+  tensor_view<const index_t, 2> attention_mask;  // (B, T) 0/1, or empty: all ones
+  tensor_view<const index_t, 1> image_ids;       // (B) or empty: pairs sharing an id are all positives
+};
+
+struct stage1_options {
+  stage1_loss_weights weights{};
+  bool training = true;       // dropout as the config says (false: evaluation, no dropout)
+  std::uint64_t seed = 0;     // dropout and negative sampling
+  double itc_label_smoothing = 0.1;
+  double itg_label_smoothing = 0.1;
+};
+
+struct stage1_losses {
+  double itc = 0, itm = 0, itg = 0, total = 0;
+};
+
+// Everything a step keeps between forward and backward (reused across steps: buffers only grow).
+template <class T>
+struct stage1_state {
+  image_kv_state<T> kv;
+  qformer_pass_state<T> image_pass, text_pass, itm_pass, itg_pass;
+  projection_state<T> image_proj, text_proj;
+  itc_cache<T> itc;
+  itm_head_state<T> itm_head;
+  itm_cache<T> itm;
+  itg_cache<T> itg;
+  // host index buffers
+  std::vector<index_t> neg_image, neg_text, pair_image, pair_text, itm_ids, itm_mask, dec_ids, labels;
+  // float buffers
+  tensor_view<T, 3> query_output;                   // (B, Q, C) batch-major copy of the image pass's queries
+  tensor_view<T, 3> dimage_feats;                   // (B, Q, D)
+  tensor_view<T, 2> dtext_feat;                     // (B, D)
+  tensor_view<T, 3> dquery_output;                  // (B, Q, C)
+  tensor_view<T, 2> dimage_rows, dtext_rows;        // (Q B, C), (T B, C)
+  tensor_view<T, 2> ditm_rows, ditm_logits;         // ((Q + T) 3B, C), (3B, 2)
+  tensor_view<T, 2> ditg_rows;                      // (T B, C)
+  tensor_view<T, 1> losses, dlosses;                // (3): itc, itm, itg and their weights
+  std::vector<T> storage;
+};
+
+namespace detail {
+inline std::uint64_t stage1_seed(std::uint64_t seed, std::uint64_t what) {
+  const auto r = random_bits(seed, 0x5354414745310000ull + what);  // "STAGE1" + what
+  return (static_cast<std::uint64_t>(r[0]) << 32) | r[1];
+}
+template <class T>
+void zero(const tensor_view<T, 2>& v) {
+  std::fill(v.data(), v.data() + v.size(), T{});
+}
+}  // namespace detail
+
+// Forward and backward of one step; returns the losses. Negatives come from `sampler` unless
+// fixed_neg_image / fixed_neg_text (B each) are given.
+template <backend Be, class T, class Sampler>
+stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, const stage1_batch<T>& batch, Sampler& sampler,
+                          const stage1_options& opt, std::span<const index_t> fixed_neg_image = {},
+                          std::span<const index_t> fixed_neg_text = {}) {
+  constexpr std::string_view op = "stage1_step";
+  const auto& mc = m.config();
+  const auto& cfg = mc.qformer;
+  opt.weights.validate();
+  BLIP2_CHECK(mc.with_text && mc.with_stage1_heads, value_error, op,
+              ": the model needs the text side and the stage-1 heads (cls.predictions.*, temp)");
+  const index_t B = batch.image_embeds.extent(0), Tn = batch.input_ids.extent(1);
+  const index_t Q = mc.num_query_tokens, C = cfg.hidden_size, D = mc.image_text_hidden_size;
+  detail::check_shape(op, "input_ids", batch.input_ids, {B, Tn});
+  if (batch.image_ids.data()) detail::check_shape(op, "image_ids", batch.image_ids, {B});
+  BLIP2_CHECK(fixed_neg_image.size() == fixed_neg_text.size() &&
+                  (fixed_neg_image.empty() || static_cast<index_t>(fixed_neg_image.size()) == B),
+              shape_error, op, ": fixed negatives need B = ", B, " entries each, got ", fixed_neg_image.size(), " and ",
+              fixed_neg_text.size());
+  const bool do_itc = opt.weights.itc != 0, do_itm = opt.weights.itm != 0, do_itg = opt.weights.itg != 0;
+  BLIP2_CHECK(do_itc || do_itm || do_itg, value_error, op, ": every objective's weight is 0");
+  const bool need_feats = do_itc || do_itm;
+
+  lay_out(st.storage, [&](auto& a) {
+    st.query_output = a.template take<3>({B, Q, C});
+    st.dimage_feats = a.template take<3>({B, Q, D});
+    st.dtext_feat = a.template take<2>({B, D});
+    st.dquery_output = a.template take<3>({B, Q, C});
+    st.dimage_rows = a.template take<2>({Q * B, C});
+    st.dtext_rows = a.template take<2>({Tn * B, C});
+    st.ditm_rows = a.template take<2>({(Q + Tn) * 3 * B, C});
+    st.ditm_logits = a.template take<2>({3 * B, 2});
+    st.ditg_rows = a.template take<2>({Tn * B, C});
+    st.losses = a.template take<1>({3});
+    st.dlosses = a.template take<1>({3});
+  });
+  std::fill(st.losses.data(), st.losses.data() + 3, T{});
+
+  // ---- forward ----
+  encode_image_kv(be, m, st.kv, batch.image_embeds);
+  qformer_pass_inputs<T> ip;
+  ip.batch = B;
+  ip.queries = true;
+  ip.image = &st.kv;
+  ip.training = opt.training;
+  ip.seed = detail::stage1_seed(opt.seed, 1);
+  qformer_forward(be, m, st.image_pass, ip);
+
+  if (need_feats) {
+    // ITC features: query_output (B, Q, C) batch-major, then the projections
+    copy(be, st.query_output, detail::as_const(detail::by_batch(detail::row_range(st.image_pass.output(), 0, Q * B), B)));
+    projection_forward(be, st.image_proj, m.w.vision_projection,
+                       detail::as_const(tensor_view<T, 2>(st.query_output.data(), {B * Q, C})));
+    qformer_pass_inputs<T> tp;
+    tp.batch = B;
+    tp.input_ids = batch.input_ids;
+    tp.attention_mask = batch.attention_mask;
+    tp.training = opt.training;
+    tp.seed = detail::stage1_seed(opt.seed, 2);
+    qformer_forward(be, m, st.text_pass, tp);
+    projection_forward(be, st.text_proj, m.w.text_projection, detail::as_const(detail::row_range(st.text_pass.output(), 0, B)));
+    itc_options<T> io;
+    io.image_ids = batch.image_ids;
+    io.label_smoothing = opt.itc_label_smoothing;
+    itc_forward(be, tensor_view<T, 1>(st.losses.data(), {1}), st.itc,
+                detail::as_const(tensor_view<T, 3>(st.image_proj.feats.data(), {B, Q, D})),
+                detail::as_const(st.text_proj.feats), m.w.temp, io);
+  }
+
+  if (do_itm) {
+    // negatives: given, or drawn from the ITC similarities (no gradient through the draw)
+    st.neg_image.resize(static_cast<std::size_t>(B));
+    st.neg_text.resize(static_cast<std::size_t>(B));
+    const tensor_view<index_t, 1> ni(st.neg_image.data(), {B}), nt(st.neg_text.data(), {B});
+    if (!fixed_neg_image.empty()) {
+      for (index_t b = 0; b < B; ++b) {
+        ni(b) = fixed_neg_image[static_cast<std::size_t>(b)];
+        nt(b) = fixed_neg_text[static_cast<std::size_t>(b)];
+        BLIP2_CHECK(ni(b) >= 0 && ni(b) < B && nt(b) >= 0 && nt(b) < B, value_error, op, ": fixed negative of pair ",
+                    b, " (image ", ni(b), ", text ", nt(b), ") outside [0, ", B, ")");
+      }
+    } else {
+      negative_sampling_inputs<T> si;
+      si.sim_i2t = detail::as_const(st.itc.sim_i2t);
+      si.sim_t2i = detail::as_const(st.itc.sim_t2i);
+      si.image_ids = batch.image_ids;
+      si.seed = detail::stage1_seed(opt.seed, 3);
+      sampler.sample(si, ni, nt);
+    }
+    // 3B pairs: (image b, text b), (neg image, text b), (image b, neg text)
+    st.pair_image.resize(static_cast<std::size_t>(3 * B));
+    st.pair_text.resize(static_cast<std::size_t>(3 * B));
+    itm_pair_layout(detail::as_const(ni), detail::as_const(nt), tensor_view<index_t, 1>(st.pair_image.data(), {3 * B}),
+                    tensor_view<index_t, 1>(st.pair_text.data(), {3 * B}));
+    st.itm_ids.resize(static_cast<std::size_t>(3 * B * Tn));
+    st.itm_mask.resize(static_cast<std::size_t>(3 * B * Tn));
+    for (index_t r = 0; r < 3 * B; ++r)
+      for (index_t t = 0; t < Tn; ++t) {
+        const index_t src = st.pair_text[static_cast<std::size_t>(r)];
+        st.itm_ids[static_cast<std::size_t>(r * Tn + t)] = batch.input_ids(src, t);
+        st.itm_mask[static_cast<std::size_t>(r * Tn + t)] = batch.attention_mask.data() ? batch.attention_mask(src, t) : 1;
+      }
+    qformer_pass_inputs<T> jp;
+    jp.batch = 3 * B;
+    jp.queries = true;
+    jp.input_ids = tensor_view<const index_t, 2>(st.itm_ids.data(), {3 * B, Tn});
+    jp.attention_mask = tensor_view<const index_t, 2>(st.itm_mask.data(), {3 * B, Tn});
+    jp.attention = qformer_attention::bidirectional;
+    jp.image = &st.kv;
+    jp.image_index = st.pair_image;
+    jp.training = opt.training;
+    jp.seed = detail::stage1_seed(opt.seed, 4);
+    qformer_forward(be, m, st.itm_pass, jp);
+    itm_head_forward(be, st.itm_head, m.w.itm_head, detail::as_const(detail::row_range(st.itm_pass.output(), 0, Q * 3 * B)),
+                     3 * B);
+    itm_forward(be, tensor_view<T, 1>(st.losses.data() + 1, {1}), st.itm, detail::as_const(st.itm_head.logits));
+  }
+
+  if (do_itg) {
+    st.dec_ids.resize(static_cast<std::size_t>(B * Tn));
+    st.labels.resize(static_cast<std::size_t>(B * Tn));
+    itg_decoder_inputs(batch.input_ids, cfg.dec_token_id(), cfg.pad_token_id,
+                       tensor_view<index_t, 2>(st.dec_ids.data(), {B, Tn}), tensor_view<index_t, 2>(st.labels.data(), {B, Tn}));
+    qformer_pass_inputs<T> gp;
+    gp.batch = B;
+    gp.input_ids = tensor_view<const index_t, 2>(st.dec_ids.data(), {B, Tn});
+    gp.attention_mask = batch.attention_mask;
+    gp.prefix = &st.image_pass;
+    gp.training = opt.training;
+    gp.seed = detail::stage1_seed(opt.seed, 5);
+    qformer_forward(be, m, st.itg_pass, gp);
+    itg_forward(be, tensor_view<T, 1>(st.losses.data() + 2, {1}), st.itg, m.w.lm_head, m.w.word_embeddings,
+                detail::as_const(st.itg_pass.output()), tensor_view<const index_t, 2>(st.labels.data(), {B, Tn}),
+                cfg.layer_norm_eps, opt.itg_label_smoothing);
+  }
+
+  stage1_losses out;
+  out.itc = do_itc ? static_cast<double>(st.losses(0)) : 0.0;
+  out.itm = do_itm ? static_cast<double>(st.losses(1)) : 0.0;
+  out.itg = do_itg ? static_cast<double>(st.losses(2)) : 0.0;
+  out.total = stage1_total(opt.weights, out.itc, out.itm, out.itg);
+
+  // ---- backward: d total / d each loss is its weight ----
+  const stage1_dlosses dl = stage1_backward(opt.weights);
+  st.dlosses(0) = static_cast<T>(dl.itc);
+  st.dlosses(1) = static_cast<T>(dl.itm);
+  st.dlosses(2) = static_cast<T>(dl.itg);
+  if (do_itg) {
+    // loss_itg -> the LM head (and the tied word embeddings) -> the text rows of the cached-K/V pass
+    itg_backward(be, st.ditg_rows, m.g.lm_head, m.g.word_embeddings, tensor_view<const T, 1>(st.dlosses.data() + 2, {1}),
+                 st.itg, m.w.lm_head, m.w.word_embeddings);
+    qformer_backward(be, m, st.itg_pass, detail::as_const(st.ditg_rows));  // adds into the image pass's K/V
+  }
+  if (do_itm) {
+    // loss_itm -> logits -> the joint pass's query rows (text rows get nothing)
+    itm_backward(be, st.ditm_logits, tensor_view<const T, 1>(st.dlosses.data() + 1, {1}), detail::as_const(st.itm_head.logits),
+                 st.itm);
+    detail::zero(st.ditm_rows);
+    itm_head_backward(be, st.itm_head, m.w.itm_head, m.g.itm_head, detail::as_const(st.ditm_logits),
+                      detail::row_range(st.ditm_rows, 0, Q * 3 * B));
+    qformer_backward(be, m, st.itm_pass, detail::as_const(st.ditm_rows));  // adds into the image K/V gradients
+  }
+  detail::zero(st.dimage_rows);
+  if (do_itc) {
+    // loss_itc -> features (and temp) -> projections -> query_output and the text pass's [CLS] row
+    itc_backward(be, tensor_view<T, 3>(st.dimage_feats.data(), {B, Q, D}), st.dtext_feat, m.g.temp,
+                 tensor_view<const T, 1>(st.dlosses.data(), {1}), st.itc);
+    projection_backward(be, st.image_proj, m.w.vision_projection, m.g.vision_projection,
+                        detail::as_const(tensor_view<T, 2>(st.dimage_feats.data(), {B * Q, D})),
+                        tensor_view<T, 2>(st.dquery_output.data(), {B * Q, C}));
+    copy(be, detail::by_batch(st.dimage_rows, B), detail::as_const(st.dquery_output));
+    detail::zero(st.dtext_rows);
+    projection_backward(be, st.text_proj, m.w.text_projection, m.g.text_projection, detail::as_const(st.dtext_feat),
+                        detail::row_range(st.dtext_rows, 0, B));
+    qformer_backward(be, m, st.text_pass, detail::as_const(st.dtext_rows));
+  }
+  if (do_itc || do_itg) qformer_backward(be, m, st.image_pass, detail::as_const(st.dimage_rows));
+  encode_image_kv_backward(be, m, st.kv);  // the image K/V projections; the encoder is frozen
+  return out;
+}
+
+}  // namespace blip2
