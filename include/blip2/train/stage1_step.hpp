@@ -16,7 +16,9 @@
 // paper cost what they should. ITM's sampling reads the ITC similarities, which are then computed even
 // when ITC's weight is 0 (without their backward).
 // Parameter gradients accumulate into model.g: zero them (model.zero_grad()) before a step unless you
-// accumulate micro-batches. The step is a deterministic function of (model, batch, seed).
+// accumulate micro-batches. The step is a deterministic function of (model, batch, seed) on the reference
+// backend; on oneDNN at a fixed thread count (its reductions split by thread; oneDNN 2.x has no
+// deterministic mode). Fixed negatives must not be positives (use fixed_sampler to replay positives).
 #pragma once
 #include <cstdint>
 #include <span>
@@ -168,6 +170,12 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
         nt(b) = fixed_neg_text[static_cast<std::size_t>(b)];
         BLIP2_CHECK(ni(b) >= 0 && ni(b) < B && nt(b) >= 0 && nt(b) < B, value_error, op, ": fixed negative of pair ",
                     b, " (image ", ni(b), ", text ", nt(b), ") outside [0, ", B, ")");
+        BLIP2_CHECK(batch.image_ids.data()
+                        ? batch.image_ids(ni(b)) != batch.image_ids(b) && batch.image_ids(nt(b)) != batch.image_ids(b)
+                        : ni(b) != b && nt(b) != b,
+                    value_error, op, ": fixed negative of pair ", b, " (image ", ni(b), ", text ", nt(b),
+                    ") is a positive of that pair (the same image", batch.image_ids.data() ? " id" : "",
+                    "); to replay positives, pass fixed_sampler(images, texts, true) as the sampler instead");
       }
     } else {
       negative_sampling_inputs<T> si;

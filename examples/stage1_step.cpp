@@ -1,0 +1,307 @@
+// stage1_step: one BLIP-2 stage-1 training step (ITC + ITM + ITG) on a batch, as a command-line tool:
+// the three losses and the gradient of their sum with respect to every parameter of the checkpoint.
+//
+// What it teaches:
+//   - loading a Q-Former WITH the stage-1 heads (the ITG LM head cls.predictions.* and the ITC
+//     temperature temp) from a checkpoint directory, and refusing, with the names of what is missing,
+//     one that has only the Hugging Face retrieval heads;
+//   - one call of blip2::stage1_step: the image pass, the text pass, ITC, ITM over 3B pairs (positive,
+//     negative image, negative text), ITG over the image pass's cached query K/V, and the backward of
+//     loss_itc + loss_itm + loss_itg into model.g (zeroed first: gradients accumulate);
+//   - ITM's negatives either given (itm_neg_image_idx / itm_neg_text_idx: replaying another run's draws,
+//     through blip2::fixed_sampler, which refuses a negative that is a positive) or drawn by BLIP-2's
+//     hard-negative sampler (blip2::blip2_sampler) from the ITC similarities, with --seed: the step is a
+//     deterministic function of (model, inputs, seed), so the same seed writes the same bytes (on the
+//     reference backend whatever the thread count; oneDNN's kernels may round differently with another
+//     OMP_NUM_THREADS, so there the bytes repeat for a given thread count);
+//   - training mode: dropout as config.json says (hidden_dropout_prob, attention_probs_dropout_prob),
+//     drawn from the counter-based RNG with the seed as well;
+//   - writing every gradient under its Hugging Face name (qformer_entries(model, true, "grad.")), the
+//     layout of PyTorch's {name: p.grad for name, p in model.named_parameters()};
+//   - errors: every library failure is a blip2::error naming what and where; the tool prints it and
+//     exits with a status, it never crashes on bad input, and it never writes a non-finite loss or
+//     gradient as if it were a result.
+//
+// Usage:
+//   stage1_step --model DIR --inputs IN.safetensors --output OUT.safetensors [--backend reference|onednn]
+//               [--seed N]
+// DIR holds config.json and model.safetensors (with cls.predictions.transform.*, cls.predictions.bias
+// and temp (0-d) besides the Q-Former and its retrieval heads). IN holds
+//   image_embeds       float (B, N, E)   the frozen image encoder's output, E = encoder_hidden_size
+//   input_ids          int64 (B, T)      caption b of image b, [CLS] at position 0
+//   attention_mask     int64 (B, T)      0/1; optional (all ones when absent)
+//   image_ids          int64 (B)         optional: pairs sharing an id are all positives (ITC's soft
+//                                        targets; never drawn as ITM negatives)
+//   itm_neg_image_idx  int64 (B)         optional, with itm_neg_text_idx: the ITM negatives. ITM row B + b
+//   itm_neg_text_idx   int64 (B)         pairs image itm_neg_image_idx[b] with text b, row 2B + b image b
+//                                        with text itm_neg_text_idx[b]. Absent: sampled with --seed.
+// B >= 2: a batch of one pair has no negative for ITM.
+// [DEC] (the id that replaces [CLS] for ITG) is qformer_config.bos_token_id when config.json has one,
+// else vocab_size - 1. --seed (default 0) seeds the dropout masks and the sampled negatives.
+// OUT (float32) holds loss_itc, loss_itm, loss_itg (0-d) and grad.<name> for every parameter the model
+// uses (every tensor of model.safetensors that belongs to the Q-Former and its heads), shaped like it:
+// the gradient of loss_itc + loss_itm + loss_itg. The image embeddings are frozen: no gradient.
+// Exit status: 0 success, 1 a failure (message on stderr), 2 a usage error.
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "blip2/backend/reference/reference_backend.hpp"
+#include "blip2/io/qformer_checkpoint.hpp"
+#include "blip2/io/safetensors.hpp"
+#include "blip2/mining/blip2_sampler.hpp"
+#include "blip2/mining/fixed_sampler.hpp"
+#include "blip2/train/stage1_step.hpp"
+#ifdef BLIP2_HAS_ONEDNN
+#include "blip2/backend/onednn/onednn.hpp"
+#endif
+
+using namespace blip2;
+
+namespace {
+
+constexpr const char* usage_line =
+    "usage: stage1_step --model DIR --inputs IN.safetensors --output OUT.safetensors [--backend reference|onednn] "
+    "[--seed N]";
+
+struct options {
+  std::filesystem::path model, inputs, output;
+  std::string backend = "reference";
+  std::uint64_t seed = 0;
+};
+
+struct usage_error {
+  std::string message;
+};
+
+// --name VALUE pairs; anything else is a usage error.
+options parse_args(int argc, char** argv) {
+  options o;
+  bool have_model = false, have_inputs = false, have_output = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "-h" || arg == "--help") throw usage_error{};
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw usage_error{std::string(arg) + " needs a value"};
+      return argv[++i];
+    };
+    if (arg == "--model") {
+      o.model = value();
+      have_model = true;
+    } else if (arg == "--inputs") {
+      o.inputs = value();
+      have_inputs = true;
+    } else if (arg == "--output") {
+      o.output = value();
+      have_output = true;
+    } else if (arg == "--backend") {
+      o.backend = value();
+      if (o.backend != "reference" && o.backend != "onednn")
+        throw usage_error{"unknown backend '" + o.backend + "' (expected reference or onednn)"};
+    } else if (arg == "--seed") {
+      const std::string s = value();
+      const auto r = std::from_chars(s.data(), s.data() + s.size(), o.seed);
+      if (s.empty() || r.ec != std::errc() || r.ptr != s.data() + s.size())
+        throw usage_error{"--seed '" + s + "' is not an integer in [0, 2^64)"};
+    } else {
+      throw usage_error{"unknown argument '" + std::string(arg) + "'"};
+    }
+  }
+  if (!have_model) throw usage_error{"missing --model DIR"};
+  if (!have_inputs) throw usage_error{"missing --inputs IN.safetensors"};
+  if (!have_output) throw usage_error{"missing --output OUT.safetensors"};
+  return o;
+}
+
+// The model, refused with the names of what is missing when it cannot train stage 1.
+qformer_model<float> load_stage1_model(const std::filesystem::path& dir) {
+  auto m = load_qformer<float>(dir);
+  const auto& cfg = m.config();
+  if (cfg.with_text && cfg.with_stage1_heads) return m;
+  const auto path = dir / "model.safetensors";
+  const auto file = safetensors_file::open(path);
+  std::string missing;
+  for (const char* name : {"embeddings.word_embeddings.weight", "cls.predictions.transform.dense.weight", "temp"})
+    if (!file.contains(name)) missing += std::string(missing.empty() ? "'" : ", '") + name + "'";
+  detail::raise<format_error>(
+      "model '", path.string(), "' has no stage-1 heads: missing ", missing,
+      ". A stage-1 step needs the text side (embeddings.word_embeddings.*), the ITG LM head "
+      "(cls.predictions.transform.*, cls.predictions.bias) and the ITC temperature (temp, 0-d): a Hugging Face "
+      "Blip2ForImageTextRetrieval checkpoint has no LM head, LAVIS's Blip2Qformer has both");
+}
+
+// The inputs file, checked before any pass runs: names what is wrong and where.
+struct inputs {
+  dynamic_tensor<float> image;                      // (B, N, E)
+  dynamic_tensor<index_t> ids;                      // (B, T)
+  std::optional<dynamic_tensor<index_t>> mask;      // (B, T)
+  std::optional<dynamic_tensor<index_t>> image_ids; // (B)
+  std::optional<dynamic_tensor<index_t>> neg_image, neg_text;  // (B) each
+  index_t B = 0, N = 0, E = 0, T = 0;
+};
+
+inputs read_inputs(const std::filesystem::path& path, const qformer_model_config& cfg) {
+  const auto file = safetensors_file::open(path);
+  const std::string where = "inputs '" + path.string() + "'";
+  auto fail = [&](auto&&... parts) { detail::raise<value_error>(where, ": ", parts...); };
+  const auto shape = [](const auto& t) { return detail::vector_shape_string(t.shape); };
+  inputs in;
+  if (!file.contains("image_embeds"))
+    fail("no tensor 'image_embeds' (float, shape (B, N, E) with E = encoder_hidden_size = ",
+         cfg.qformer.encoder_hidden_size, ")");
+  in.image = file.load_dynamic<float>("image_embeds");
+  if (in.image.shape.size() != 3)
+    detail::raise<shape_error>(where, ": 'image_embeds' has shape ", shape(in.image), ", expected (B, N, E)");
+  in.B = in.image.shape[0], in.N = in.image.shape[1], in.E = in.image.shape[2];
+  if (in.B < 1 || in.N < 1)
+    detail::raise<shape_error>(where, ": 'image_embeds' has shape ", shape(in.image),
+                               ", expected at least one image (B >= 1) of at least one token (N >= 1)");
+  if (in.E != cfg.qformer.encoder_hidden_size)
+    detail::raise<shape_error>(where, ": 'image_embeds' has shape ", shape(in.image), " but its last dimension must be ",
+                               "the model's encoder_hidden_size = ", cfg.qformer.encoder_hidden_size);
+  if (!file.contains("input_ids"))
+    fail("no tensor 'input_ids' (int64, shape (B, T) with B = ", in.B,
+         "): the stage-1 losses need a caption for every image");
+  in.ids = file.load_dynamic<index_t>("input_ids");
+  if (in.ids.shape.size() != 2 || in.ids.shape[0] != in.B || in.ids.shape[1] < 1)
+    detail::raise<shape_error>(where, ": 'input_ids' has shape ", shape(in.ids), ", expected (B, T) with B = ", in.B,
+                               " (one text per image) and T >= 1");
+  in.T = in.ids.shape[1];
+  if (file.contains("attention_mask")) {
+    in.mask = file.load_dynamic<index_t>("attention_mask");
+    if (in.mask->shape != in.ids.shape)
+      detail::raise<shape_error>(where, ": 'attention_mask' has shape ", shape(*in.mask), " but 'input_ids' has shape ",
+                                 shape(in.ids));
+  }
+  auto one_per_pair = [&](const char* name) {
+    auto t = file.load_dynamic<index_t>(name);
+    if (t.shape.size() != 1 || t.shape[0] != in.B)
+      detail::raise<shape_error>(where, ": '", name, "' has shape ", shape(t), ", expected (B) with B = ", in.B);
+    return t;
+  };
+  if (file.contains("image_ids")) in.image_ids = one_per_pair("image_ids");
+  const bool has_ni = file.contains("itm_neg_image_idx"), has_nt = file.contains("itm_neg_text_idx");
+  if (has_ni != has_nt)
+    fail("has '", has_ni ? "itm_neg_image_idx" : "itm_neg_text_idx", "' but not '",
+         has_ni ? "itm_neg_text_idx" : "itm_neg_image_idx", "': give both negatives, or neither to sample them");
+  if (has_ni) {
+    in.neg_image = one_per_pair("itm_neg_image_idx");
+    in.neg_text = one_per_pair("itm_neg_text_idx");
+    auto image_id = [&](index_t b) { return in.image_ids ? in.image_ids->data[static_cast<std::size_t>(b)] : b; };
+    for (const auto* which : {&in.neg_image, &in.neg_text}) {
+      const char* name = which == &in.neg_image ? "itm_neg_image_idx" : "itm_neg_text_idx";
+      for (index_t b = 0; b < in.B; ++b) {
+        const index_t v = (*which)->data[static_cast<std::size_t>(b)];
+        if (v < 0 || v >= in.B) fail("'", name, "'[", b, "] = ", v, " is outside [0, B) with B = ", in.B);
+        if (image_id(v) == image_id(b))
+          fail("'", name, "'[", b, "] = ", v, " is not a negative of pair ", b, ": ",
+               in.image_ids ? "it has the same image id" : "it is the pair itself");
+      }
+    }
+  }
+  return in;
+}
+
+std::vector<std::byte> scalar_bytes(float x) {
+  std::vector<std::byte> b(sizeof x);
+  std::memcpy(b.data(), &x, sizeof x);
+  return b;
+}
+
+template <class Be>
+void run(Be& be, const options& opt) {
+  auto m = load_stage1_model(opt.model);
+  const auto& cfg = m.config();
+  const auto in = read_inputs(opt.inputs, cfg);
+  const index_t B = in.B;
+
+  stage1_batch<float> batch;
+  batch.image_embeds = tensor_view<const float, 3>(in.image.data.data(), {B, in.N, in.E});
+  batch.input_ids = tensor_view<const index_t, 2>(in.ids.data.data(), {B, in.T});
+  if (in.mask) batch.attention_mask = tensor_view<const index_t, 2>(in.mask->data.data(), {B, in.T});
+  if (in.image_ids) batch.image_ids = tensor_view<const index_t, 1>(in.image_ids->data.data(), {B});
+  stage1_options so;
+  so.training = true;  // dropout as config.json says
+  so.seed = opt.seed;
+
+  stage1_state<float> st;
+  m.zero_grad();  // parameter gradients accumulate
+  stage1_losses losses;
+  if (in.neg_image) {
+    fixed_sampler given(in.neg_image->data, in.neg_text->data);
+    losses = stage1_step(be, m, st, batch, given, so);
+  } else {
+    blip2_sampler sampler;
+    losses = stage1_step(be, m, st, batch, sampler, so);
+  }
+
+  // a diverged step is reported, not written as a result
+  for (const auto& [name, value] : {std::pair{"loss_itc", losses.itc}, std::pair{"loss_itm", losses.itm},
+                                    std::pair{"loss_itg", losses.itg}})
+    BLIP2_CHECK(std::isfinite(value), value_error, name, " = ", value, " is not finite");
+  std::vector<safetensors_entry> out;
+  out.emplace_back("loss_itc", safetensors_dtype::f32, std::vector<index_t>{}, scalar_bytes(static_cast<float>(losses.itc)));
+  out.emplace_back("loss_itm", safetensors_dtype::f32, std::vector<index_t>{}, scalar_bytes(static_cast<float>(losses.itm)));
+  out.emplace_back("loss_itg", safetensors_dtype::f32, std::vector<index_t>{}, scalar_bytes(static_cast<float>(losses.itg)));
+  for_each_parameter(cfg, m.g, [&](const std::string& name, auto& g) {
+    for (index_t k = 0; k < g.size(); ++k)
+      BLIP2_CHECK(std::isfinite(g.data()[k]), value_error, "the gradient of '", name, "' has a non-finite element (",
+                  g.data()[k], " at flat index ", k, ")");
+  });
+  for (auto& e : qformer_entries(m, true, "grad.")) out.push_back(std::move(e));
+  save_safetensors(opt.output, out,
+                   {{"format", "pt"},
+                    {"backend", std::string(Be::name)},
+                    {"negatives", in.neg_image ? "given" : "sampled"},
+                    {"seed", std::to_string(opt.seed)}});
+  std::printf("stage1_step: %s backend, %lld pairs, negatives %s (seed %llu): loss_itc %.6f, loss_itm %.6f, "
+              "loss_itg %.6f -> %s\n",
+              Be::name, static_cast<long long>(B), in.neg_image ? "given" : "sampled",
+              static_cast<unsigned long long>(opt.seed), losses.itc, losses.itm, losses.itg, opt.output.string().c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  options opt;
+  try {
+    opt = parse_args(argc, argv);
+  } catch (const usage_error& e) {
+    if (e.message.empty()) {  // --help
+      std::printf("%s\n", usage_line);
+      return 0;
+    }
+    std::fprintf(stderr, "stage1_step: %s\n%s\n", e.message.c_str(), usage_line);
+    return 2;
+  }
+  try {
+    if (opt.backend == "onednn") {
+#ifdef BLIP2_HAS_ONEDNN
+      onednn_backend be;
+      run(be, opt);
+#else
+      std::fprintf(stderr, "stage1_step: --backend onednn: this build has no oneDNN backend "
+                           "(compiled without BLIP2_HAS_ONEDNN); use --backend reference\n");
+      return 1;
+#endif
+    } else {
+      reference_backend be;
+      run(be, opt);
+    }
+  } catch (const blip2::error& e) {
+    std::fprintf(stderr, "stage1_step: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "stage1_step: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
