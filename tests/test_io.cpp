@@ -25,7 +25,9 @@
 #include "blip2/io/safetensors.hpp"
 #include "blip2/io/utf8.hpp"
 #include "blip2/nn/qformer_config.hpp"  // included twice on purpose: one definition
+#include "harness/temp_dir.hpp"
 
+using blip2::testing::temp_dir;
 namespace fs = std::filesystem;
 using blip2::index_t;
 using blip2::safetensors_dtype;
@@ -35,17 +37,6 @@ using blip2::safetensors_file;
 namespace {
 
 // A fresh directory per test program run, removed at exit.
-struct temp_dir {
-  fs::path path;
-  temp_dir() : path(fs::temp_directory_path() / ("blip2_test_io_" + std::to_string(::getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 const fs::path& tmp() {
   static temp_dir d;
   return d.path;

@@ -23,29 +23,16 @@
 #include "blip2/backend/reference/reference_backend.hpp"
 #include "blip2/io/qformer_checkpoint.hpp"
 #include "blip2/nn/qformer_heads.hpp"
+#include "harness/temp_dir.hpp"
 
 using namespace blip2;
+using blip2::testing::temp_dir;
 namespace fs = std::filesystem;
 
 namespace {
 
 const fs::path fixture = fs::path(BLIP2_FIXTURE_DIR) / "qformer_padded";
 
-// A fresh directory, removed with everything in it at the end of the test case.
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("blip2_qformer_errors." + std::to_string(::getpid()) + "." + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 // Runs f, which must throw exactly E (or a type derived from it); returns the message.
 template <class E, class F>

@@ -51,25 +51,16 @@
 #include "blip2/optim/clip_grad.hpp"
 #include "blip2/optim/schedule.hpp"
 #include "blip2/train/stage1_step.hpp"
+#include "harness/temp_dir.hpp"
 
 using namespace blip2;
+using blip2::testing::temp_dir;
 namespace fs = std::filesystem;
 
 namespace {
 
 const fs::path fixtures = BLIP2_FIXTURE_DIR;
 
-struct temp_dir {
-  fs::path path;
-  temp_dir() : path(fs::temp_directory_path() / ("blip2_test_stage1_errors_" + std::to_string(::getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 const fs::path& tmp() {
   static temp_dir d;
   return d.path;

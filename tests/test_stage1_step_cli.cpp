@@ -37,8 +37,10 @@
 #include "blip2/io/safetensors.hpp"
 #include "blip2/mining/blip2_sampler.hpp"
 #include "blip2/train/stage1_step.hpp"
+#include "harness/run_program.hpp"
 
 using namespace blip2;
+using namespace blip2::testing;
 namespace fs = std::filesystem;
 
 namespace {
@@ -46,53 +48,15 @@ namespace {
 const fs::path fixtures = BLIP2_FIXTURE_DIR;
 const std::string exe = BLIP2_STAGE1_STEP_EXE;
 
-// A fresh directory, removed with everything in it at the end of the test case.
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("blip2_stage1_step_cli." + std::to_string(::getpid()) + "." + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(const std::string& name) const { return path / name; }
-};
 
-std::string quoted(const std::string& s) {  // single-quoted for /bin/sh
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
-struct result {
-  int status = -1;  // exit status, -1 when the program did not exit normally (a crash)
-  std::string err;  // its stderr
-  std::string cmd;  // the command line
-};
 
-// Runs the program with `args` (each quoted), stdout and stderr to files in `dir`; `env`: NAME=VALUE
-// assignments put before the command.
+using result = program_result;
+
+// Runs the program under test with `args`, stdout and stderr to files in `dir`.
 result run(const temp_dir& dir, const std::vector<std::string>& args, const std::string& env = "") {
-  std::string cmd = env.empty() ? quoted(exe) : env + " " + quoted(exe);
-  for (const auto& a : args) cmd.append(" ").append(quoted(a));
-  const auto out = dir / "stdout.txt", err = dir / "stderr.txt";
-  cmd.append(" >").append(quoted(out.string())).append(" 2>").append(quoted(err.string()));
-  const int raw = std::system(cmd.c_str());
-  result r;
-  r.status = (raw != -1 && WIFEXITED(raw)) ? WEXITSTATUS(raw) : -1;
-  r.err = read_text(err);
-  r.cmd = cmd;
-  return r;
+  return run_program(exe, dir, args, env);
 }
 
 std::vector<std::string> step_args(const fs::path& model, const fs::path& inputs, const fs::path& output,

@@ -24,23 +24,14 @@
 #include "blip2/optim/adamw.hpp"
 #include "blip2/optim/clip_grad.hpp"
 #include "blip2/optim/schedule.hpp"
+#include "harness/temp_dir.hpp"
 
+using blip2::testing::temp_dir;
 namespace fs = std::filesystem;
 using blip2::index_t;
 
 namespace {
 
-struct temp_dir {
-  fs::path path;
-  temp_dir() : path(fs::temp_directory_path() / ("blip2_test_training_checkpoint_" + std::to_string(::getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 const fs::path& tmp() {
   static temp_dir d;
   return d.path;

@@ -1,0 +1,49 @@
+// tests/harness/run_program.hpp: run a built example as a program (through /bin/sh) and capture how it
+// ended: its exit status (-1 when it did not exit normally: a crash) and its stderr.
+#pragma once
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "harness/temp_dir.hpp"
+
+namespace blip2::testing {
+
+inline std::string shell_quoted(const std::string& s) {  // single-quoted for /bin/sh
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+inline std::string read_text(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+struct program_result {
+  int status = -1;  // exit status, -1 when the program did not exit normally (a crash)
+  std::string err;  // its stderr
+  std::string cmd;  // the command line
+};
+
+// Runs exe with args (each quoted), stdout and stderr to files in dir; env: NAME=VALUE assignments put
+// before the command.
+inline program_result run_program(const std::string& exe, const temp_dir& dir, const std::vector<std::string>& args,
+                                  const std::string& env = "") {
+  std::string cmd = env.empty() ? shell_quoted(exe) : env + " " + shell_quoted(exe);
+  for (const auto& a : args) cmd.append(" ").append(shell_quoted(a));
+  const auto out = dir / "stdout.txt", err = dir / "stderr.txt";
+  cmd.append(" >").append(shell_quoted(out.string())).append(" 2>").append(shell_quoted(err.string()));
+  const int raw = std::system(cmd.c_str());
+  program_result r;
+  r.status = (raw != -1 && WIFEXITED(raw)) ? WEXITSTATUS(raw) : -1;
+  r.err = read_text(err);
+  r.cmd = cmd;
+  return r;
+}
+
+}  // namespace blip2::testing
