@@ -7,11 +7,15 @@
 //   backward: ddropped = dout_h v_h^T (scratch) -> dv_h (+)= dropped^T dout_h -> dprobs = ddropped f
 //             -> dscores = softmax_v2_backward (scratch) -> dq_h (+)= alpha dscores k_h,
 //             dk_h (+)= alpha dscores^T q_h (beta 1 accumulates)
+// With several OpenMP threads the forward runs by head instead (forward_by_head): one parallel region,
+// each thread taking whole (b, h) heads through the same steps with its own single-threaded primitives.
 // probs must be dense (it is the cache the caller allocates); otherwise, and for double, the reference
 // kernel runs. Dimensions: B batch, NH heads, T queries, S keys, HS head size.
 #pragma once
 #include <cmath>
+#include <string>
 #include <type_traits>
+#include <vector>
 
 #include "blip2/backend/onednn/matmul.hpp"
 #include "blip2/backend/onednn/onednn_backend.hpp"
@@ -34,6 +38,72 @@ bool operands_fit(const Views&... v) {
 
 template <>
 struct kernel<onednn_backend, op::attention_forward> {
+  // The same forward with one parallel region: each thread takes whole (b, h) heads and runs, with its
+  // own single-threaded primitives, scores = q_h k_h^T / sqrt(HS) (+ mask) -> softmax -> (dropout) ->
+  // out_h = dropped v_h on them, the head's (T, S) probabilities staying in its cache between the
+  // steps. (The batched path below forks and joins the threads once per step, and sends all of probs
+  // through memory between them.)
+  template <class Mask>
+  static void forward_by_head(onednn_backend& be, tensor_view<float, 3> out, tensor_view<float, 4> probs,
+                              tensor_view<const float, 3> q, tensor_view<const float, 3> k,
+                              tensor_view<const float, 3> v, index_t NH, const Mask& mask,
+                              tensor_view<const float, 2> key_padding, double dropout_p, std::uint64_t seed,
+                              int threads) {
+    using namespace onednn_detail;
+    const index_t B = q.extent(0), T_ = q.extent(1), S = k.extent(1), HS = q.extent(2) / NH, heads = B * NH;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+    // head (b, h) of a (B, X, C) view: (X, HS), channels [h HS, (h + 1) HS)
+    auto head = [&](const auto& x, index_t b, index_t h) {
+      using V = std::remove_cvref_t<decltype(x)>;
+      return tensor_view<typename V::element_type, 2>(x.data() + b * x.stride(0) + h * HS * x.stride(2),
+                                                      {x.extent(1), HS}, {x.stride(1), x.stride(2)});
+    };
+    auto probs_of = [&](float* base, index_t i) { return tensor_view<float, 2>(base + i * T_ * S, {T_, S}); };
+    float* dropped = dropout_p > 0.0 ? be.scratch(0, heads * T_ * S) : probs.data();
+    // every head has the same shapes and strides: one set of primitives per thread, made here
+    const dnnl::memory::desc rows_md({T_, S}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::ab);
+    std::vector<matmul_call> score_calls, out_calls;
+    std::vector<dnnl::primitive*> softmaxes;
+    for (int t = 0; t < threads; ++t) {
+      score_calls.push_back(matmul_primitive<2>(be, probs_of(probs.data(), 0), head(q, 0, 0), transpose(head(k, 0, 0)),
+                                                scale, 0.0f, false, 1, t + 1));
+      out_calls.push_back(matmul_primitive<2>(be, head(out, 0, 0), detail::as_const(probs_of(dropped, 0)),
+                                              head(v, 0, 0), 1.0f, 0.0f, false, 1, t + 1));
+      softmaxes.push_back(&softmax_forward_primitive(be, rows_md, rows_key(T_, S) + "|worker" + std::to_string(t + 1)));
+    }
+    be.prepare_workers(threads);
+    run_workers(threads, [&](int t, int nt) {
+      auto& st = be.worker_stream(t);
+      const auto& sc = score_calls[static_cast<std::size_t>(t)];
+      const auto& oc = out_calls[static_cast<std::size_t>(t)];
+      for (index_t i = heads * t / nt; i < heads * (t + 1) / nt; ++i) {
+        const index_t b = i / NH, h = i % NH;
+        float* p = probs.data() + i * T_ * S;  // (T, S) of head (b, h)
+        // scores = q_h k_h^T / sqrt(HS)
+        sc.prim->execute(st, matmul_args(be, sc, head(q, b, h).data(), head(k, b, h).data(), p, nullptr));
+        st.wait();
+        // + mask(b, t, s)
+        if (!always_allowed<Mask> || key_padding.data())
+          for (index_t r = 0; r < T_; ++r)
+            for (index_t s = 0; s < S; ++s) p[r * S + s] += additive_mask<float>(mask, key_padding, b, r, s);
+        // probs = softmax(scores), in place
+        softmaxes[static_cast<std::size_t>(t)]->execute(
+            st, {{DNNL_ARG_SRC, memory_of(be, rows_md, p)}, {DNNL_ARG_DST, memory_of(be, rows_md, p)}});
+        st.wait();
+        // dropped = probs f (f from the element's row-major index into (B, NH, T, S))
+        float* d = p;
+        if (dropout_p > 0.0) {
+          d = dropped + i * T_ * S;
+          for (index_t e = 0; e < T_ * S; ++e)
+            d[e] = p[e] * detail::attention_dropout_factor<float>(seed, static_cast<std::uint64_t>(i * T_ * S + e), dropout_p);
+        }
+        // out_h = dropped v_h
+        oc.prim->execute(st, matmul_args(be, oc, d, head(v, b, h).data(), head(out, b, h).data(), nullptr));
+        st.wait();
+      }
+    });
+  }
+
   template <class T, class Mask>
   static void run(onednn_backend& be, tensor_view<T, 3> out, tensor_view<T, 4> probs, tensor_view<const T, 3> q,
                   tensor_view<const T, 3> k, tensor_view<const T, 3> v, index_t num_heads, const Mask& mask,
@@ -60,6 +130,11 @@ struct kernel<onednn_backend, op::attention_forward> {
         return;  // S == 0 (or nothing at all): no oneDNN shape; the reference writes the zeros
       }
       const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+      const int threads = be.split_threads();
+      if (threads > 1 && B * NH >= threads) {
+        forward_by_head(be, out, probs, q, k, v, NH, mask, key_padding, dropout_p, seed, threads);
+        return;
+      }
       // scores (B, NH, T, S) = q_h (B, NH, T, HS) @ k_h^T (B, NH, HS, S) / sqrt(HS), into probs
       run_matmul<4>(be, probs, qh, transpose(kh), scale, 0.0f);
       // scores += mask(b, t, s), asked of the policy and the padding element by element

@@ -6,6 +6,8 @@
 // An operand broadcast over the batch (stride 0) is described with batch extent 1, oneDNN's broadcast
 // (when both are, the batch is a loop: oneDNN wants dst's batch to be one of the operands').
 // The primitive is cached by extents, strides, alpha and beta.
+// With several OpenMP threads a rank-2 product is split by columns of C (matmul_split_width): one
+// parallel region, each thread running a single-threaded primitive on its slice.
 //
 // run_matmul<Rank> (rank 2 to 4: linear, matmul, attention's (B, NH, T, HS) head views) and
 // matmul_fits are shared with the linear and attention kernels.
@@ -14,6 +16,9 @@
 #include <algorithm>
 #include <bit>
 #include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "blip2/backend/onednn/onednn_backend.hpp"
 #include "blip2/backend/reference/matmul.hpp"
@@ -64,6 +69,78 @@ inline void key_append_scalar(std::string& key, float x) {
   key += std::to_string(std::bit_cast<std::uint32_t>(x));
 }
 
+// The cached primitive of one matmul shape (extents, strides, alpha, beta, bias) and its descriptors.
+// slot > 0 names a separate primitive object for the same shape (one per worker thread).
+struct matmul_call {
+  dnnl::primitive* prim;
+  dnnl::memory::desc a_md, b_md, c_md, bias_md;
+};
+template <std::size_t R>
+matmul_call matmul_primitive(onednn_backend& be, const tensor_view<float, R>& c, const tensor_view<const float, R>& a,
+                             const tensor_view<const float, R>& b, float alpha, float beta, bool bias,
+                             index_t bias_stride, int slot = 0) {
+  dims ae, as, be_, bs, ce, cs;
+  matmul_dims(a, ae, as);
+  matmul_dims(b, be_, bs);
+  matmul_dims(c, ce, cs);
+  const auto f32 = dnnl::memory::data_type::f32;
+  matmul_call call{nullptr, dnnl::memory::desc(ae, f32, as), dnnl::memory::desc(be_, f32, bs),
+                   dnnl::memory::desc(ce, f32, cs), {}};
+  dims bias_e(R, 1), bias_s(R, 0);
+  bias_e[R - 1] = c.extent(R - 1);
+  for (std::size_t d = 0; d < R; ++d) bias_s[d] = d + 1 == R ? bias_stride : bias_stride * c.extent(R - 1);
+  call.bias_md = dnnl::memory::desc(bias_e, f32, bias_s);
+
+  std::string key = "matmul";
+  for (const dims* d : {&ae, &as, &be_, &bs, &ce, &cs}) key_append(key, *d);
+  key_append_scalar(key, alpha);
+  key_append_scalar(key, beta);
+  if (bias) key += "|bias" + std::to_string(bias_stride);
+  if (slot > 0) {
+    key += "|worker";
+    key += std::to_string(slot);
+  }
+  call.prim = &be.primitive(key, [&] {
+    return build("matmul", [&] {
+      dnnl::primitive_attr attr;
+      if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
+      if (beta != 0.0f) {
+        dnnl::post_ops po;
+        po.append_sum(beta);
+        attr.set_post_ops(po);
+      }
+      const auto desc = bias ? dnnl::matmul::desc(call.a_md, call.b_md, call.bias_md, call.c_md)
+                             : dnnl::matmul::desc(call.a_md, call.b_md, call.c_md);
+      return dnnl::primitive(dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, be.engine())));
+    });
+  });
+  return call;
+}
+
+inline std::unordered_map<int, dnnl::memory> matmul_args(onednn_backend& be, const matmul_call& call, const float* a,
+                                                         const float* b, float* c, const float* bias) {
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, memory_of(be, call.a_md, a)},
+                                             {DNNL_ARG_WEIGHTS, memory_of(be, call.b_md, b)},
+                                             {DNNL_ARG_DST, memory_of(be, call.c_md, c)}};
+  if (bias) args.emplace(DNNL_ARG_BIAS, memory_of(be, call.bias_md, bias));
+  return args;
+}
+
+// How a rank-2 matmul is spread over T > 1 threads: 0 (oneDNN's own threading) or the width of the
+// column slices that each thread computes alone, each reading only its slice of B (the weights, the
+// traffic that counts when A has few rows). On an idle machine the two run the Q-Former's shapes at the
+// same speed (2 threads of an AVX2 EPYC: 110-140 GFLOP/s either way). But oneDNN's gemm synchronises
+// its threads several times per call, and each synchronisation waits for a scheduler slice whenever
+// another process holds a core; the split forks and joins once. With one of two cores taken by another
+// process, the image pass ran 1.9x faster at B = 1 (bench_image_pass times both). Columns are split in
+// multiples of 16 (the kernels' register blocking), at least 64 per thread.
+inline index_t matmul_split_width(index_t N, int T) {
+  if (T <= 1) return 0;
+  const index_t w = (N + T - 1) / T;
+  if (w < 64) return 0;
+  return (w + 15) / 16 * 16;
+}
+
 // C = alpha * A B (+ bias, broadcast over rows) + beta * C, for views already checked by the public op.
 // bias, when given, is a vector of N floats with stride bias_stride.
 template <std::size_t R>
@@ -87,40 +164,34 @@ void run_matmul(onednn_backend& be, tensor_view<float, R> c, tensor_view<const f
     }
     return;
   }
-  dims ae, as, be_, bs, ce, cs;
-  matmul_dims(a, ae, as);
-  matmul_dims(b, be_, bs);
-  matmul_dims(c, ce, cs);
-  const auto f32 = dnnl::memory::data_type::f32;
-  const dnnl::memory::desc a_md(ae, f32, as), b_md(be_, f32, bs), c_md(ce, f32, cs);
-  dims bias_e(R, 1), bias_s(R, 0);
-  bias_e[R - 1] = c.extent(R - 1);
-  for (std::size_t d = 0; d < R; ++d) bias_s[d] = d + 1 == R ? bias_stride : bias_stride * c.extent(R - 1);
-  const dnnl::memory::desc bias_md(bias_e, f32, bias_s);
-
-  std::string key = "matmul";
-  for (const dims* d : {&ae, &as, &be_, &bs, &ce, &cs}) key_append(key, *d);
-  key_append_scalar(key, alpha);
-  key_append_scalar(key, beta);
-  if (bias) key += "|bias" + std::to_string(bias_stride);
-  auto& prim = be.primitive(key, [&] {
-    return build("matmul", [&] {
-      dnnl::primitive_attr attr;
-      if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
-      if (beta != 0.0f) {
-        dnnl::post_ops po;
-        po.append_sum(beta);
-        attr.set_post_ops(po);
+  if constexpr (R == 2) {
+    const index_t M = c.extent(0), N = c.extent(1), w = matmul_split_width(N, be.split_threads());
+    if (w > 0) {
+      // column slices [t w, min((t + 1) w, N)): C[:, slice] = alpha A B[:, slice] (+ bias[slice]) + beta C[:, slice]
+      const int parts = static_cast<int>((N + w - 1) / w);
+      be.prepare_workers(parts);
+      std::vector<std::unordered_map<int, dnnl::memory>> args(static_cast<std::size_t>(parts));
+      std::vector<dnnl::primitive*> prims(static_cast<std::size_t>(parts));
+      for (int t = 0; t < parts; ++t) {
+        const index_t n0 = t * w, n = std::min(N, n0 + w) - n0;
+        const tensor_view<float, 2> cs(c.data() + n0 * c.stride(1), {M, n}, c.strides());
+        const tensor_view<const float, 2> bs(b.data() + n0 * b.stride(1), {K, n}, b.strides());
+        const auto call = matmul_primitive<2>(be, cs, a, bs, alpha, beta, bias != nullptr, bias_stride, t + 1);
+        prims[static_cast<std::size_t>(t)] = call.prim;
+        args[static_cast<std::size_t>(t)] =
+            matmul_args(be, call, a.data(), bs.data(), cs.data(), bias ? bias + n0 * bias_stride : nullptr);
       }
-      const auto desc = bias ? dnnl::matmul::desc(a_md, b_md, bias_md, c_md) : dnnl::matmul::desc(a_md, b_md, c_md);
-      return dnnl::primitive(dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, be.engine())));
-    });
-  });
-  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, memory_of(be, a_md, a.data())},
-                                             {DNNL_ARG_WEIGHTS, memory_of(be, b_md, b.data())},
-                                             {DNNL_ARG_DST, memory_of(be, c_md, c.data())}};
-  if (bias) args.emplace(DNNL_ARG_BIAS, memory_of(be, bias_md, bias));
-  be.execute(prim, args);
+      run_workers(parts, [&](int t, int nt) {
+        for (int s = t; s < parts; s += nt) {  // every slice, even when the team is smaller than asked
+          prims[static_cast<std::size_t>(s)]->execute(be.worker_stream(t), args[static_cast<std::size_t>(s)]);
+          be.worker_stream(t).wait();
+        }
+      });
+      return;
+    }
+  }
+  const auto call = matmul_primitive<R>(be, c, a, b, alpha, beta, bias != nullptr, bias_stride);
+  be.execute(*call.prim, matmul_args(be, call, a.data(), b.data(), c.data(), bias));
 }
 
 }  // namespace onednn_detail

@@ -3,11 +3,16 @@
 // The backend is a value that owns an engine, a stream, a cache of primitives keyed by op and shape
 // (a primitive is created once per shape and reused, as oneDNN recommends), and scratch buffers that
 // grow to the largest size seen (so a kernel call does not allocate once shapes repeat).
+// Some kernels split their work over the OpenMP threads themselves (one parallel region, each thread
+// running single-threaded primitives on its part: oneDNN runs sequentially inside a parallel region);
+// each worker then has its own stream (worker_stream) and its own cached primitives.
 // Kernels are float32; a double call (the tests' oracle precision) runs the reference kernel, and an op
 // oneDNN lacks falls back to the reference through one explicit line in its file.
 #pragma once
 #include <dnnl.hpp>
 
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -25,10 +30,32 @@ class onednn_backend {
   using memory_space = host_space;
   static constexpr const char* name = "onednn";
 
-  onednn_backend() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
+  onednn_backend() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_), split_(split_default()) {}
 
   dnnl::engine& engine() { return engine_; }
   dnnl::stream& stream() { return stream_; }
+
+  // Whether kernels split their work over the threads themselves (see the top of the file; matmul.hpp
+  // and attention.hpp say how). On by default with GCC; off with clang, whose libomp is not the libgomp
+  // that oneDNN runs on (oneDNN would not see our parallel region and would start threads inside it).
+  // The environment variable BLIP2_ONEDNN_SPLIT=0 or =1 sets the default.
+  bool split() const { return split_; }
+  void set_split(bool on) { split_ = on; }
+  // The threads a kernel may split its work over: OpenMP's team size when split() is on; 1 when it is
+  // off, inside a parallel region, or without OpenMP.
+  int split_threads() const {
+#if defined(_OPENMP)
+    return split_ && !omp_in_parallel() ? omp_get_max_threads() : 1;
+#else
+    return 1;
+#endif
+  }
+  // Make sure worker streams 0..n-1 exist (call outside a parallel region), then worker_stream(t) is
+  // thread t's stream: a oneDNN stream is not to be used by two threads at once.
+  void prepare_workers(int n) {
+    while (static_cast<int>(workers_.size()) < n) workers_.emplace_back(engine_);
+  }
+  dnnl::stream& worker_stream(int t) { return workers_[static_cast<std::size_t>(t)]; }
 
   // The primitive stored under key, made by make() the first time the key is seen.
   template <class Make>
@@ -59,8 +86,19 @@ class onednn_backend {
  private:
   dnnl::engine engine_;
   dnnl::stream stream_;
+  std::vector<dnnl::stream> workers_;
+  bool split_;
   std::unordered_map<std::string, dnnl::primitive> cache_;
   std::unordered_map<int, std::vector<float>> scratch_;
+
+  static bool split_default() {
+    if (const char* e = std::getenv("BLIP2_ONEDNN_SPLIT"); e && *e) return std::strcmp(e, "0") != 0;
+#if defined(__clang__)
+    return false;
+#else
+    return true;
+#endif
+  }
 };
 
 namespace onednn_detail {
@@ -106,6 +144,34 @@ std::string make_key(std::string_view op, const Views&... views) {
   std::string key(op);
   (key_append(key, views), ...);
   return key;
+}
+
+// Runs body(t, nt) on every thread of a team of up to `parts` OpenMP threads (t the thread, nt the
+// team's size, which may be smaller than asked; without OpenMP, once with (0, 1)). An exception in a
+// body becomes one backend_error after the region (none may leave it).
+template <class Body>
+void run_workers(int parts, Body&& body) {
+  bool failed = false;
+  std::string what;
+#pragma omp parallel num_threads(parts)
+  {
+    int t = 0, nt = 1;
+#if defined(_OPENMP)
+    t = omp_get_thread_num();
+    nt = omp_get_num_threads();
+#endif
+    try {
+      body(t, nt);
+    } catch (const std::exception& e) {
+#pragma omp critical(blip2_onednn_workers)
+      {
+        failed = true;
+        what = e.what();
+      }
+    }
+  }
+  (void)parts;
+  if (failed) throw backend_error(std::string("onednn: primitive execution failed: ") + what);
 }
 
 // Build a primitive, turning oneDNN's "unimplemented" into a backend_error that names the op.
