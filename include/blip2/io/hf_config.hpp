@@ -37,6 +37,7 @@
 #include "blip2/core/errors.hpp"
 #include "blip2/core/tensor_view.hpp"
 #include "blip2/nn/qformer_config.hpp"  // qformer_config: the struct this file fills in
+#include "blip2/nn/vision_config.hpp"   // vision_config (frozen image encoder)
 
 namespace blip2 {
 
@@ -47,6 +48,11 @@ struct blip2_config {
   index_t num_query_tokens = 32;        // Q
   index_t image_text_hidden_size = 256; // D, the ITC projection width
   nlohmann::json vision_config = nlohmann::json::object();  // as in the file ({} when absent)
+  // ---- vision_config, parsed (the frozen image encoder) ----
+  // Field types are checked when the file is read; the values' consistency only by check_vision_config()
+  // (load_vision_config does it), so a Q-Former-only config with a bare {"hidden_size": 24} still loads.
+  ::blip2::vision_config vision;  // qualified: the JSON member above is also named vision_config
+  // ---- end vision_config ----
   nlohmann::json text_config = nlohmann::json::object();
 };
 
@@ -229,6 +235,18 @@ inline blip2_config parse_blip2_config(const nlohmann::json& root, std::string_v
                  " (the Q-Former cross-attends to the vision model's output)");
       cfg.qformer.encoder_hidden_size = width;
     }
+    // ---- vision_config fields (Blip2VisionConfig; absent fields keep the EVA ViT-g/14 defaults) ----
+    auto& vc = cfg.vision;
+    f.get("hidden_size", vc.hidden_size);
+    f.get("intermediate_size", vc.intermediate_size);
+    f.get("num_attention_heads", vc.num_attention_heads);
+    f.get("num_hidden_layers", vc.num_hidden_layers);
+    f.get("patch_size", vc.patch_size);
+    f.get("image_size", vc.image_size);
+    f.get("layer_norm_eps", vc.layer_norm_eps);
+    f.get("hidden_act", vc.hidden_act);
+    f.get("qkv_bias", vc.qkv_bias);
+    // ---- end vision_config fields ----
   }
   if (const auto* t = section("text_config")) cfg.text_config = *t;
 
@@ -262,6 +280,17 @@ inline blip2_config load_blip2_config(const std::filesystem::path& path) {
   }
   return parse_blip2_config(root, path.string());
 }
+
+// ---- vision_config (the frozen image encoder) ----
+// The image encoder's configuration from a config.json, checked (check_vision_config: sizes >= 1, width
+// divisible by heads, image_size a multiple of patch_size, eps > 0, hidden_act "gelu"); format_error
+// names the file and the field.
+inline vision_config load_vision_config(const std::filesystem::path& path) {
+  const blip2_config cfg = load_blip2_config(path);
+  check_vision_config(cfg.vision, path.string());
+  return cfg.vision;
+}
+// ---- end vision_config ----
 
 // The Q-Former model's configuration (nn/qformer_config.hpp) from a checkpoint's: `with_text` is true for
 // a Blip2ForImageTextRetrieval checkpoint (text embeddings, text FFNs, ITC/ITM heads), false for

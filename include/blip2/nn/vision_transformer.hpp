@@ -1,0 +1,440 @@
+// blip2/nn/vision_transformer.hpp: the frozen image encoder of BLIP-2, EVA ViT-g/14 as Hugging Face's
+// Blip2VisionModel computes it. Forward only (the encoder is frozen), on any backend, through the ops.
+//
+// Dimensions: B images, H x W image size (pixels), P patch size, gh = H / P, gw = W / P patch grid,
+//             N = 1 + gh gw tokens (class token first), E hidden, F MLP width, NH heads, HS = E / NH,
+//             K = 3 P P (one patch, flattened channel-major: c, ky, kx, as the conv weight (E, 3, P, P)),
+//             c images in one chunk (buffers are sized for a chunk and reused for every chunk and layer).
+//
+// The model (pre-LN ViT; Hugging Face Blip2VisionEmbeddings / Blip2EncoderLayer / Blip2VisionModel):
+//   patches  = im2col(pixel_values)                                  (gh gw, K) per image
+//   x        = [class_embedding ; patches W_patch^T + b_patch] + pos (N, E): the conv with stride = kernel
+//                                                                    = P is exactly this linear map
+//   pos      = position_embedding, or, when (gh, gw) differs from the checkpoint's G0 x G0, its G0 x G0 grid
+//              resized bicubically to gh x gw (torch.nn.functional.interpolate, mode "bicubic",
+//              align_corners False, a = -0.75, as LAVIS's interpolate_pos_embed); the class position
+//              is kept as it is
+//   layer l:
+//     h   = LayerNorm1(x)
+//     qkv = h W_qkv^T + [q_bias ; 0 ; v_bias]                        (N, 3E): q | k | v, head h of each is
+//                                                                    channels [h HS, (h + 1) HS)
+//     x   = x + projection(attention(q, k, v))                       softmax(q k^T / sqrt(HS)) v, no mask
+//     h   = LayerNorm2(x)
+//     x   = x + fc2(gelu(fc1(h)))                                    exact erf GELU
+//   image_embeds = post_layernorm(x)                                 (B, N, E): what the Q-Former reads
+// LayerNorm eps is vision_config.layer_norm_eps (1e-6) everywhere.
+//
+// Parameters are views into one arena, named as Hugging Face names them (prefix "vision_model."):
+//   embeddings.class_embedding (1, 1, E)      embeddings.patch_embedding.weight (E, 3, P, P), .bias (E)
+//   embeddings.position_embedding (1, 1 + G0^2, E)
+//   encoder.layers.{l}.layer_norm1.{weight,bias} (E)     encoder.layers.{l}.self_attn.qkv.weight (3E, E)
+//   encoder.layers.{l}.self_attn.qkv.bias (3E)  (only with qkv_bias; Hugging Face stores q_bias, a zero
+//                                                key bias and v_bias concatenated; used as stored)
+//   encoder.layers.{l}.self_attn.projection.{weight (E, E), bias (E)}
+//   encoder.layers.{l}.layer_norm2.{weight,bias} (E)
+//   encoder.layers.{l}.mlp.fc1.{weight (F, E), bias (F)}  encoder.layers.{l}.mlp.fc2.{weight (E, F), bias (E)}
+//   post_layernorm.{weight,bias} (E)
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "blip2/core/arena.hpp"
+#include "blip2/core/host_tensor.hpp"
+#include "blip2/nn/attention.hpp"
+#include "blip2/nn/axpy.hpp"
+#include "blip2/nn/copy.hpp"
+#include "blip2/nn/gelu.hpp"
+#include "blip2/nn/layer_norm.hpp"
+#include "blip2/nn/linear.hpp"
+#include "blip2/nn/masks.hpp"
+#include "blip2/nn/qformer_weights.hpp"  // linear_weights, layer_norm_weights
+#include "blip2/nn/vision_config.hpp"
+
+namespace blip2 {
+
+// ---------------------------------------------------------------------------------------------------
+// Parameters
+// ---------------------------------------------------------------------------------------------------
+template <class T>
+struct vision_layer_weights {
+  layer_norm_weights<T> norm1;   // layer_norm1                (E)
+  linear_weights<T> qkv;         // self_attn.qkv              (3E, E), bias (3E) or empty without qkv_bias
+  linear_weights<T> projection;  // self_attn.projection       (E, E), (E)
+  layer_norm_weights<T> norm2;   // layer_norm2                (E)
+  linear_weights<T> fc1;         // mlp.fc1                    (F, E), (F)
+  linear_weights<T> fc2;         // mlp.fc2                    (E, F), (E)
+};
+template <class T>
+struct vision_weights {
+  tensor_view<T, 3> class_embedding;     // (1, 1, E)
+  tensor_view<T, 4> patch_weight;        // (E, 3, P, P)
+  tensor_view<T, 1> patch_bias;          // (E)
+  tensor_view<T, 3> position_embedding;  // (1, 1 + G0^2, E)
+  std::vector<vision_layer_weights<T>> layers;
+  layer_norm_weights<T> post_norm;       // post_layernorm (E)
+};
+
+// Calls f(name, view) for every parameter (Hugging Face names, "vision_model." prefix), in one fixed
+// order: the order of the arena.
+template <class T, class F>
+void for_each_vision_parameter(const vision_config& cfg, vision_weights<T>& w, F&& f) {
+  const std::string p = "vision_model.";
+  auto lin = [&](const std::string& n, linear_weights<T>& l, bool bias = true) {
+    f(n + ".weight", l.weight);
+    if (bias) f(n + ".bias", l.bias);
+  };
+  auto ln = [&](const std::string& n, layer_norm_weights<T>& l) {
+    f(n + ".weight", l.weight);
+    f(n + ".bias", l.bias);
+  };
+  f(p + "embeddings.class_embedding", w.class_embedding);
+  f(p + "embeddings.patch_embedding.weight", w.patch_weight);
+  f(p + "embeddings.patch_embedding.bias", w.patch_bias);
+  f(p + "embeddings.position_embedding", w.position_embedding);
+  for (std::size_t l = 0; l < w.layers.size(); ++l) {
+    auto& L = w.layers[l];
+    const std::string q = p + "encoder.layers." + std::to_string(l);
+    ln(q + ".layer_norm1", L.norm1);
+    lin(q + ".self_attn.qkv", L.qkv, cfg.qkv_bias);
+    lin(q + ".self_attn.projection", L.projection);
+    ln(q + ".layer_norm2", L.norm2);
+    lin(q + ".mlp.fc1", L.fc1);
+    lin(q + ".mlp.fc2", L.fc2);
+  }
+  ln(p + "post_layernorm", w.post_norm);
+}
+
+namespace detail {
+// Shapes of every parameter under cfg (views with a null base).
+template <class T>
+void shape_vision_weights(const vision_config& cfg, vision_weights<T>& w) {
+  const index_t E = cfg.hidden_size, F = cfg.intermediate_size, P = cfg.patch_size;
+  auto lin = [](linear_weights<T>& l, index_t n, index_t k) {
+    l.weight = {nullptr, {n, k}};
+    l.bias = {nullptr, {n}};
+  };
+  auto ln = [&](layer_norm_weights<T>& l) {
+    l.weight = {nullptr, {E}};
+    l.bias = {nullptr, {E}};
+  };
+  w.class_embedding = {nullptr, {1, 1, E}};
+  w.patch_weight = {nullptr, {E, vision_config::num_channels, P, P}};
+  w.patch_bias = {nullptr, {E}};
+  w.position_embedding = {nullptr, {1, cfg.num_positions(), E}};
+  w.layers.assign(static_cast<std::size_t>(cfg.num_hidden_layers), {});
+  for (auto& L : w.layers) {
+    ln(L.norm1);
+    lin(L.qkv, 3 * E, E);
+    if (!cfg.qkv_bias) L.qkv.bias = {};
+    lin(L.projection, E, E);
+    ln(L.norm2);
+    lin(L.fc1, F, E);
+    lin(L.fc2, E, F);
+  }
+  ln(w.post_norm);
+}
+}  // namespace detail
+
+// How the layers' parameters are stored: each layer its own (a real checkpoint), or all layers viewing
+// one layer's parameters (benchmarks: the work of L layers in the memory of one; ViT-g/14 in float32 is
+// 4 GB otherwise).
+enum class vision_storage { per_layer, shared_layers };
+
+// The frozen image encoder: its configuration and its parameters (one arena, no gradients).
+template <class T>
+class vision_model {
+ public:
+  explicit vision_model(const vision_config& cfg, vision_storage storage = vision_storage::per_layer)
+      : cfg_(validated(cfg)) {
+    detail::shape_vision_weights(cfg_, w);
+    // two walks over the parameters: count (null base), then bind views into the arena
+    index_t offset = 0;
+    T* base = nullptr;
+    auto take = [&](auto& v) {
+      v = {base ? base + offset : nullptr, v.extents()};
+      offset += v.size();
+    };
+    auto walk = [&] {
+      offset = 0;
+      take(w.class_embedding);
+      take(w.patch_weight);
+      take(w.patch_bias);
+      take(w.position_embedding);
+      for (std::size_t l = 0; l < w.layers.size(); ++l) {
+        auto& L = w.layers[l];
+        if (storage == vision_storage::shared_layers && l > 0) {
+          L = w.layers[0];  // the same views
+          continue;
+        }
+        take(L.norm1.weight), take(L.norm1.bias);
+        take(L.qkv.weight);
+        if (cfg_.qkv_bias) take(L.qkv.bias);
+        take(L.projection.weight), take(L.projection.bias);
+        take(L.norm2.weight), take(L.norm2.bias);
+        take(L.fc1.weight), take(L.fc1.bias);
+        take(L.fc2.weight), take(L.fc2.bias);
+      }
+      take(w.post_norm.weight);
+      take(w.post_norm.bias);
+    };
+    walk();
+    params_.assign(static_cast<std::size_t>(offset), T{});
+    base = params_.data();
+    walk();
+  }
+  vision_model(const vision_model&) = delete;  // the views point into this object's arena
+  vision_model& operator=(const vision_model&) = delete;
+  vision_model(vision_model&&) = default;      // the vector keeps its buffer when moved
+  vision_model& operator=(vision_model&&) = default;
+
+  const vision_config& config() const { return cfg_; }
+  std::span<T> parameters() { return params_; }
+  std::span<const T> parameters() const { return params_; }
+
+  vision_weights<T> w;  // by Hugging Face name (for_each_vision_parameter)
+
+ private:
+  static vision_config validated(const vision_config& c) {
+    check_vision_config(c, "vision_model");
+    return c;
+  }
+  vision_config cfg_;
+  std::vector<T> params_;
+};
+
+// Scalars in a vision model's parameters (per_layer storage).
+inline index_t vision_parameter_count(const vision_config& cfg) {
+  vision_weights<float> w;
+  detail::shape_vision_weights(cfg, w);
+  index_t n = 0;
+  for_each_vision_parameter(cfg, w, [&](const std::string&, auto& v) { n += v.size(); });
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Position embeddings at another grid: PyTorch's bicubic interpolation (align_corners False)
+// ---------------------------------------------------------------------------------------------------
+namespace detail {
+
+// The four weights of torch's cubic convolution (a = -0.75) for a sample at fraction t in [0, 1) past
+// its base index: weights of indices base - 1, base, base + 1, base + 2.
+inline void cubic_weights(double t, double w[4]) {
+  constexpr double a = -0.75;
+  auto near = [](double x) { return ((a + 2) * x - (a + 3)) * x * x + 1; };       // |x| <= 1
+  auto far = [](double x) { return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a; };  // 1 < |x| < 2
+  w[0] = far(t + 1);
+  w[1] = near(t);
+  w[2] = near(1 - t);
+  w[3] = far(2 - t);
+}
+
+// Output index o of a resize from `in` to `out` samples: base index and the 4 weights. The source
+// coordinate is (o + 0.5) in / out - 0.5 (align_corners False; torch does not clamp it at 0 for cubic);
+// indices outside [0, in) are clamped to the border when read.
+struct cubic_tap {
+  index_t base;
+  double w[4];
+};
+inline std::vector<cubic_tap> cubic_taps(index_t in, index_t out) {
+  std::vector<cubic_tap> taps(static_cast<std::size_t>(out));
+  const double scale = static_cast<double>(in) / static_cast<double>(out);
+  for (index_t o = 0; o < out; ++o) {
+    const double src = scale * (static_cast<double>(o) + 0.5) - 0.5;
+    const double f = std::floor(src);
+    auto& tap = taps[static_cast<std::size_t>(o)];
+    tap.base = static_cast<index_t>(f);
+    cubic_weights(src - f, tap.w);
+  }
+  return taps;
+}
+
+}  // namespace detail
+
+namespace detail {
+// rows [r0, r1) of a (R, X) view
+template <class T>
+tensor_view<T, 2> vit_rows(const tensor_view<T, 2>& v, index_t r0, index_t r1) {
+  return {v.data() + r0 * v.stride(0), {r1 - r0, v.extent(1)}, v.strides()};
+}
+}  // namespace detail
+
+// pos (1, 1 + G0^2, E), G0 x G0 grid row-major after the class position -> out (1, 1 + gh gw, E):
+// the class position copied, the grid resized bicubically (in double) to gh x gw.
+template <class T, class U>
+void interpolate_position_embedding(tensor_view<T, 3> out, tensor_view<const U, 3> pos, index_t gh, index_t gw) {
+  constexpr std::string_view op = "interpolate_position_embedding";
+  const index_t E = pos.extent(2), n0 = pos.extent(1) - 1;
+  const auto g0 = static_cast<index_t>(std::llround(std::sqrt(static_cast<double>(std::max<index_t>(n0, 0)))));
+  BLIP2_CHECK(pos.extent(0) == 1 && n0 >= 1 && g0 * g0 == n0, shape_error, op, ": position_embedding has shape ",
+              shape_string(pos), ", expected (1, 1 + G0^2, E) for a square G0 x G0 patch grid");
+  BLIP2_CHECK(gh >= 1 && gw >= 1, shape_error, op, ": the target grid ", gh, " x ", gw, " must be at least 1 x 1");
+  detail::check_shape(op, "out", out, {1, 1 + gh * gw, E});
+  for (index_t e = 0; e < E; ++e) out(0, 0, e) = static_cast<T>(pos(0, 0, e));  // class position kept
+  const auto ty = detail::cubic_taps(g0, gh), tx = detail::cubic_taps(g0, gw);
+  auto clamp = [&](index_t i) { return std::clamp<index_t>(i, 0, g0 - 1); };
+  std::vector<double> row(static_cast<std::size_t>(E));
+  for (index_t y = 0; y < gh; ++y)
+    for (index_t x = 0; x < gw; ++x) {
+      std::fill(row.begin(), row.end(), 0.0);
+      const auto& a = ty[static_cast<std::size_t>(y)];
+      const auto& b = tx[static_cast<std::size_t>(x)];
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) {
+          const double wij = a.w[i] * b.w[j];
+          const index_t src = 1 + clamp(a.base - 1 + i) * g0 + clamp(b.base - 1 + j);
+          for (index_t e = 0; e < E; ++e) row[static_cast<std::size_t>(e)] += wij * static_cast<double>(pos(0, src, e));
+        }
+      for (index_t e = 0; e < E; ++e) out(0, 1 + y * gw + x, e) = static_cast<T>(row[static_cast<std::size_t>(e)]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Forward
+// ---------------------------------------------------------------------------------------------------
+
+// Tokens per image of size H x W (patch P): 1 + (H / P) (W / P).
+inline index_t vision_num_tokens(const vision_config& cfg, index_t height, index_t width) {
+  return 1 + (height / cfg.patch_size) * (width / cfg.patch_size);
+}
+
+// Buffers of a forward, sized for one chunk of c images and reused by every chunk and layer (no
+// activation is kept per layer: the encoder is frozen, nothing runs backward through it).
+template <class T>
+struct vision_state {
+  index_t gh = 0, gw = 0, N = 0, c = 0;  // grid, tokens, images per chunk
+  tensor_view<T, 2> patches;             // (c gh gw, K)    im2col
+  tensor_view<T, 2> x;                   // (c N, E)        residual stream
+  tensor_view<T, 2> h;                   // (c N, E)        LayerNorm output, then sublayer output
+  tensor_view<T, 2> qkv;                 // (c N, 3E)
+  tensor_view<T, 2> ctx;                 // (c N, E)        attention output
+  tensor_view<T, 4> probs;               // (c, NH, N, N)   attention weights
+  tensor_view<T, 2> mlp;                 // (c N, F)
+  tensor_view<T, 1> mean, rstd;          // (c N)
+  tensor_view<T, 3> pos;                 // (1, N, E)       position embeddings at this grid
+  const void* pos_source = nullptr;      // the model parameter pos was made from (cache key with gh, gw)
+  std::vector<T> storage;
+};
+
+// image_embeds (B, N, E) = the encoder applied to pixel_values (B, 3, H, W) (any strides; H and W
+// multiples of patch_size); image_embeds must be contiguous. Images run `max_chunk` at a time.
+template <backend Be, class T, class Px, class Out>
+void vision_forward(Be& be, const vision_model<T>& m, vision_state<T>& st, Px&& pixel_values, Out&& image_embeds,
+                    index_t max_chunk = 8) {
+  constexpr std::string_view op = "vision_forward";
+  const auto& cfg = m.config();
+  auto px = detail::as_const(detail::arg_view<Be, 4>(pixel_values));  // (B, 3, H, W)
+  auto out = detail::arg_view<Be, 3>(image_embeds);                   // (B, N, E)
+  static_assert(std::is_same_v<typename decltype(px)::value_type, T> && std::is_same_v<typename decltype(out)::value_type, T>,
+                "vision_forward: pixel_values and image_embeds must have the model's element type");
+  const index_t B = px.extent(0), H = px.extent(2), W = px.extent(3), P = cfg.patch_size;
+  const index_t E = cfg.hidden_size, F = cfg.intermediate_size, NH = cfg.num_attention_heads;
+  BLIP2_CHECK(B >= 1 && px.extent(1) == vision_config::num_channels && H >= 1 && W >= 1, shape_error, op,
+              ": pixel_values has shape ", shape_string(px), ", expected (B, 3, H, W) with B, H, W >= 1");
+  BLIP2_CHECK(H % P == 0 && W % P == 0, shape_error, op, ": the image size ", H, " x ", W,
+              " is not divisible by the patch size ", P, " (pixel_values has shape ", shape_string(px), ")");
+  BLIP2_CHECK(max_chunk >= 1, value_error, op, ": max_chunk = ", max_chunk, " must be >= 1");
+  const index_t gh = H / P, gw = W / P, G2 = gh * gw, N = 1 + G2, K = cfg.patch_dim();
+  detail::check_shape(op, "image_embeds", out, {B, N, E});
+  detail::check_contiguous(op, "image_embeds", out);
+  const index_t c = std::min(B, max_chunk);
+
+  // ---- buffers (resized only when the shapes grow) ----
+  const bool same_grid = st.gh == gh && st.gw == gw && st.pos_source == m.w.position_embedding.data();
+  if (!(same_grid && st.c == c)) {
+    lay_out(st.storage, [&](auto& a) {
+      st.patches = a.template take<2>({c * G2, K});
+      st.x = a.template take<2>({c * N, E});
+      st.h = a.template take<2>({c * N, E});
+      st.qkv = a.template take<2>({c * N, 3 * E});
+      st.ctx = a.template take<2>({c * N, E});
+      st.probs = a.template take<4>({c, NH, N, N});
+      st.mlp = a.template take<2>({c * N, F});
+      st.mean = a.template take<1>({c * N});
+      st.rstd = a.template take<1>({c * N});
+      st.pos = a.template take<3>({1, N, E});
+    });
+    st.c = c;
+    st.pos_source = nullptr;  // storage may have moved: rebuild pos
+  }
+  if (!(st.pos_source == m.w.position_embedding.data() && st.gh == gh && st.gw == gw)) {
+    const auto pos0 = detail::as_const(m.w.position_embedding);  // (1, 1 + G0^2, E)
+    if (gh == cfg.grid() && gw == cfg.grid())
+      std::copy(pos0.data(), pos0.data() + pos0.size(), st.pos.data());
+    else
+      interpolate_position_embedding(st.pos, pos0, gh, gw);
+    st.gh = gh, st.gw = gw, st.N = N;
+    st.pos_source = m.w.position_embedding.data();
+  }
+
+  const double eps = cfg.layer_norm_eps;
+  const tensor_view<const T, 2> patch_w(m.w.patch_weight.data(), {E, K});  // (E, 3 P P): conv weight, flattened
+  const tensor_view<const T, 2> pos_rows(st.pos.data(), {N, E});           // (N, E)
+
+  for (index_t b0 = 0; b0 < B; b0 += c) {
+    const index_t cb = std::min(c, B - b0);  // images in this chunk
+    auto rows = [&](const tensor_view<T, 2>& v, index_t r) { return detail::vit_rows(v, 0, r); };
+    auto x = rows(st.x, cb * N), h = rows(st.h, cb * N), qkv = rows(st.qkv, cb * N);  // (cb N, .)
+    auto ctx = rows(st.ctx, cb * N), mlp = rows(st.mlp, cb * N);
+    const tensor_view<T, 1> mean(st.mean.data(), {cb * N}), rstd(st.rstd.data(), {cb * N});
+    const tensor_view<T, 4> probs(st.probs.data(), {cb, NH, N, N});
+
+    // ---- patch embedding: im2col, then one linear map; then class token and position embeddings ----
+    for (index_t i = 0; i < cb; ++i)
+      for (index_t ch = 0; ch < vision_config::num_channels; ++ch) {
+        // patch (py, px) of channel ch, pixel (ky, kx) -> patches(i G2 + py gw + px, ch P P + ky P + kx)
+        const T* src = px.data() + (b0 + i) * px.stride(0) + ch * px.stride(1);
+        const tensor_view<const T, 4> from(src, {gh, gw, P, P},
+                                           {P * px.stride(2), P * px.stride(3), px.stride(2), px.stride(3)});
+        const tensor_view<T, 4> to(st.patches.data() + i * G2 * K + ch * P * P, {gh, gw, P, P}, {gw * K, K, P, 1});
+        copy(be, to, from);
+      }
+    auto patch_out = rows(st.h, cb * G2);                                        // (cb G2, E)
+    linear_forward(be, patch_out, rows(st.patches, cb * G2), patch_w, m.w.patch_bias);
+    // x(i, 0) = class_embedding; x(i, 1 + p) = patch_out(i, p)
+    copy(be, tensor_view<T, 3>(x.data(), {cb, 1, E}, {N * E, E, 1}),
+         tensor_view<const T, 3>(m.w.class_embedding.data(), {cb, 1, E}, {0, E, 1}));
+    copy(be, tensor_view<T, 3>(x.data() + E, {cb, G2, E}, {N * E, E, 1}),
+         tensor_view<const T, 3>(patch_out.data(), {cb, G2, E}));
+    for (index_t i = 0; i < cb; ++i) axpy(be, detail::vit_rows(x, i * N, (i + 1) * N), pos_rows);  // + pos
+
+    // ---- encoder layers (pre-LN) ----
+    const tensor_view<const T, 3> q(qkv.data(), {cb, N, E}, {N * 3 * E, 3 * E, 1});      // (cb, N, E) strided
+    const tensor_view<const T, 3> k(qkv.data() + E, {cb, N, E}, {N * 3 * E, 3 * E, 1});
+    const tensor_view<const T, 3> v(qkv.data() + 2 * E, {cb, N, E}, {N * 3 * E, 3 * E, 1});
+    const tensor_view<T, 3> ctx3(ctx.data(), {cb, N, E});                                 // (cb, N, E)
+    for (const auto& L : m.w.layers) {
+      // x = x + projection(attention(LayerNorm1(x) W_qkv^T + b_qkv))
+      layer_norm_forward(be, h, layer_norm_cache<T>{mean, rstd}, x, L.norm1.weight, L.norm1.bias, eps);
+      linear_forward(be, qkv, h, L.qkv.weight, L.qkv.bias);  // an empty bias (no qkv_bias) is none
+      attention_forward(be, ctx3, attention_cache<T>{probs}, q, k, v, NH, bidirectional_mask{}, no_padding);
+      linear_forward(be, h, ctx, L.projection.weight, L.projection.bias);
+      axpy(be, x, h);
+      // x = x + fc2(gelu(fc1(LayerNorm2(x))))
+      layer_norm_forward(be, h, layer_norm_cache<T>{mean, rstd}, x, L.norm2.weight, L.norm2.bias, eps);
+      linear_forward(be, mlp, h, L.fc1.weight, L.fc1.bias);
+      gelu_forward(be, mlp, mlp);  // elementwise, in place
+      linear_forward(be, h, mlp, L.fc2.weight, L.fc2.bias);
+      axpy(be, x, h);
+    }
+    // image_embeds = post_layernorm(x), straight into the output rows of this chunk
+    const tensor_view<T, 2> out_rows(out.data() + b0 * N * E, {cb * N, E});  // (cb N, E)
+    layer_norm_forward(be, out_rows, layer_norm_cache<T>{mean, rstd}, x, m.w.post_norm.weight, m.w.post_norm.bias,
+                       eps);
+  }
+}
+
+// The same, returning a new (B, N, E) tensor.
+template <backend Be, class T, class Px>
+host_tensor<T, 3> vision_forward(Be& be, const vision_model<T>& m, Px&& pixel_values, index_t max_chunk = 8) {
+  auto px = detail::as_const(detail::arg_view<Be, 4>(pixel_values));  // (B, 3, H, W)
+  const auto& cfg = m.config();
+  host_tensor<T, 3> out({px.extent(0), vision_num_tokens(cfg, px.extent(2), px.extent(3)), cfg.hidden_size});
+  vision_state<T> st;
+  vision_forward(be, m, st, px, out.view(), max_chunk);
+  return out;
+}
+
+}  // namespace blip2
