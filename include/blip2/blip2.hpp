@@ -4,6 +4,7 @@
 // only C++20. Optional parts are included when their dependency is there:
 //   oneDNN backend      when compiled with BLIP2_HAS_ONEDNN (link blip2::onednn)
 //   io (safetensors, Hugging Face config, checkpoints)   when compiled with BLIP2_HAS_IO (link blip2::io)
+//   io/image.hpp (PNG/JPEG, BLIP-2's eval transform)      when compiled with BLIP2_HAS_IMAGE (link blip2::image)
 //   Eigen / xtensor adaptors   when their headers are found (link blip2::eigen / blip2::xtensor)
 #pragma once
 
@@ -47,6 +48,10 @@
 #include "blip2/io/hf_config.hpp"
 #include "blip2/io/qformer_checkpoint.hpp"
 #include "blip2/io/safetensors.hpp"
+#endif
+
+#if defined(BLIP2_HAS_IMAGE)
+#include "blip2/io/image.hpp"
 #endif
 
 #if __has_include(<Eigen/Core>) && __has_include(<unsupported/Eigen/CXX11/Tensor>)

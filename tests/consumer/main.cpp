@@ -76,5 +76,22 @@ int main() {
     report("reference, xtensor", layer_norm_checksum(ref, y, x, w, b));
   }
 #endif
+#if defined(CONSUMER_WITH_IMAGE)
+  {
+    // blip2::image links stb: a PNG signature with nothing after it reaches stbi_info and is refused.
+    const std::uint8_t bad_png[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+    bool refused = false;
+    try {
+      (void)blip2::io::decode_image(bad_png, "consumer.png");
+    } catch (const blip2::format_error&) {
+      refused = true;
+    }
+    const blip2::io::rgb_image grey{2, 2, std::vector<std::uint8_t>(12, 128)};
+    const auto x = blip2::io::blip2_eval_transform(grey, 5);  // (3, 5, 5)
+    const bool ok = refused && x.extent(0) == 3 && x.extent(2) == 5;
+    std::printf("blip2_consumer: blip2::image decode refusal and eval transform%s\n", ok ? "" : "  MISMATCH");
+    failures += !ok;
+  }
+#endif
   return failures == 0 ? 0 : 1;
 }
