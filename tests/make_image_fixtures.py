@@ -21,6 +21,8 @@ encoders are deterministic for a given version):
                          Normalize compute it in float32; (3, S, S) little-endian float32, channels first
     manifest.txt         one line per check (see below), read by tests/test_images.cpp
 
+and the seed corpus of tests/fuzz/fuzz_image.cpp, tests/fuzz/corpus_image/ (tiny PNGs and JPEGs).
+
 manifest.txt lines (whitespace-separated):
     decode    <input> <ref png> <width> <height> <fnv>
     resize    <input> <W> <H> <ref png> <fnv>
@@ -160,5 +162,29 @@ def main():
     assert total < 500_000, "image fixtures must stay well under 500 KB"
 
 
+def fuzz_seeds():
+    """Seeds for tests/fuzz/fuzz_image.cpp: tiny PNGs of every colour type Pillow writes and tiny JPEGs
+    (baseline 4:2:0 and 4:4:4, progressive, greyscale), each a few hundred bytes."""
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz", "corpus_image")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    rgb = scene(9, 6, 11)
+    Image.fromarray(rgb, "RGB").save(os.path.join(out, "rgb_9x6.png"))
+    Image.fromarray(rgb[:, :, 0], "L").save(os.path.join(out, "grey_9x6.png"))
+    Image.fromarray(np.dstack([rgb[:, :, 0], rgb[:, :, 1]]), "LA").save(os.path.join(out, "grey_alpha_9x6.png"))
+    Image.fromarray(np.dstack([rgb, rgb[:, :, :1]]), "RGBA").save(os.path.join(out, "rgba_9x6.png"))
+    Image.fromarray(rgb, "RGB").quantize(colors=4).save(os.path.join(out, "palette_9x6.png"), transparency=1)
+    Image.fromarray(rgb[:, :, 0] > 128).save(os.path.join(out, "bilevel_9x6.png"))
+    Image.fromarray(rgb[:, :, 0].astype(np.int32) * 200, "I").save(os.path.join(out, "grey16_9x6.png"))
+    Image.fromarray(scene(17, 9, 12), "RGB").save(os.path.join(out, "rgb420_17x9.jpg"), quality=75)
+    Image.fromarray(scene(17, 9, 12), "RGB").save(os.path.join(out, "rgb444_17x9.jpg"), quality=75, subsampling=0)
+    Image.fromarray(scene(17, 9, 12), "RGB").save(os.path.join(out, "progressive_17x9.jpg"), quality=75,
+                                                  progressive=True)
+    Image.fromarray(rgb[:, :, 1], "L").save(os.path.join(out, "grey_9x6.jpg"), quality=75)
+    total = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
+    print("wrote %d fuzz seeds, %d bytes, to %s" % (len(os.listdir(out)), total, out))
+
+
 if __name__ == "__main__":
     main()
+    fuzz_seeds()
