@@ -54,6 +54,17 @@
 #include "blip2/io/image.hpp"
 #endif
 
+// ---- the frozen image encoder (EVA ViT): C++20 only; its checkpoint loader with io, bf16 check with oneDNN ----
+#include "blip2/nn/vision_config.hpp"
+#include "blip2/nn/vision_transformer.hpp"
+#if defined(BLIP2_HAS_IO)
+#include "blip2/io/vision_checkpoint.hpp"
+#endif
+#if defined(BLIP2_HAS_ONEDNN)
+#include "blip2/nn/vision_bf16.hpp"
+#endif
+// ---- end image encoder ----
+
 #if __has_include(<Eigen/Core>) && __has_include(<unsupported/Eigen/CXX11/Tensor>)
 #include "blip2/adapt/eigen.hpp"
 #endif
