@@ -5,6 +5,7 @@
 //   oneDNN backend      when compiled with BLIP2_HAS_ONEDNN (link blip2::onednn)
 //   io (safetensors, Hugging Face config, checkpoints)   when compiled with BLIP2_HAS_IO (link blip2::io)
 //   io/image.hpp (PNG/JPEG, BLIP-2's eval transform)      when compiled with BLIP2_HAS_IMAGE (link blip2::image)
+//   io/bert_tokenizer.hpp (BERT WordPiece, LAVIS captions)    always (C++20 only)
 //   Eigen / xtensor adaptors   when their headers are found (link blip2::eigen / blip2::xtensor)
 #pragma once
 
@@ -39,6 +40,9 @@
 #include "blip2/nn/softmax.hpp"
 
 #include "blip2/loss/cross_entropy.hpp"
+
+// The BERT tokenizer and LAVIS captions need only C++20 (their Unicode tables are generated, committed).
+#include "blip2/io/bert_tokenizer.hpp"
 
 #if defined(BLIP2_HAS_ONEDNN)
 #include "blip2/backend/onednn/onednn.hpp"

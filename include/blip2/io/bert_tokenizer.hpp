@@ -69,12 +69,24 @@ namespace unicode {
 
 inline constexpr char32_t max_code_point = 0x10FFFF;
 
-// The flag bits (flag_control, flag_hf_space, ...) of cp; beyond U+10FFFF: control (dropped).
-inline std::uint8_t flags(char32_t cp) {
-  if (cp > max_code_point) return flag_control;
+constexpr std::uint8_t flags_from_table(char32_t cp) {
   const std::uint32_t key = (static_cast<std::uint32_t>(cp) << 8) | 0xFFu;
   const auto* it = std::upper_bound(std::begin(flag_ranges), std::end(flag_ranges), key);
   return static_cast<std::uint8_t>(*(it - 1) & 0xFFu);  // flag_ranges[0] starts at U+0000
+}
+
+// The flags of ASCII, looked up once at compile time (most captions are ASCII).
+inline constexpr auto ascii_flags = [] {
+  std::array<std::uint8_t, 128> a{};
+  for (char32_t c = 0; c < 128; ++c) a[c] = flags_from_table(c);
+  return a;
+}();
+
+// The flag bits (flag_control, flag_hf_space, ...) of cp; beyond U+10FFFF: control (dropped).
+constexpr std::uint8_t flags(char32_t cp) {
+  if (cp < 128) return ascii_flags[cp];
+  if (cp > max_code_point) return flag_control;
+  return flags_from_table(cp);
 }
 
 // Canonical combining class of cp (0 for starters).
@@ -87,6 +99,10 @@ inline std::uint8_t combining_class(char32_t cp) {
 
 // Appends str.lower() of the single code point cp (one or several code points; no Final_Sigma).
 inline void append_lower(std::u32string& out, char32_t cp) {
+  if (cp < 128) {  // ASCII: A-Z only
+    out.push_back(cp >= U'A' && cp <= U'Z' ? cp + 32 : cp);
+    return;
+  }
   for (const auto& m : lower_multi) {
     if (m.cp == cp) {
       out.append(m.out, m.length);
@@ -381,13 +397,17 @@ class bert_tokenizer {
   std::vector<std::string> tokens_;  // id -> token (line order)
   vocab_map ids_;                    // token -> id (the last line wins)
   std::string name_;
+  std::size_t longest_token_ = 0;  // bytes of the longest vocabulary entry
   std::int64_t unk_id_ = 0, cls_id_ = 0, sep_id_ = 0, pad_id_ = 0, dec_id_ = 0;
 
   static bert_tokenizer make(std::vector<std::string> tokens, std::string where, bool from_file) {
     bert_tokenizer t;
     t.name_ = std::move(where);
     t.ids_.reserve(tokens.size());
-    for (std::size_t i = 0; i < tokens.size(); ++i) t.ids_[tokens[i]] = static_cast<std::int64_t>(i);
+    for (std::size_t i = 0; i < tokens.size(); ++i) {
+      t.ids_[tokens[i]] = static_cast<std::int64_t>(i);
+      t.longest_token_ = std::max(t.longest_token_, tokens[i].size());
+    }
     auto required = [&](std::string_view token) {
       const auto it = t.ids_.find(token);
       if (it != t.ids_.end()) return it->second;
@@ -451,6 +471,8 @@ class bert_tokenizer {
       while (start < n) {
         bool found = false;
         for (std::size_t end = n; end > start; --end) {  // longest match first
+          // a candidate longer than every vocabulary entry cannot match: skip the lookup (same result)
+          if (offsets[end] - offsets[start] + (start > 0 ? 2 : 0) > longest_token_) continue;
           key.assign(start > 0 ? "##" : "");
           key.append(utf8_word, offsets[start], offsets[end] - offsets[start]);
           if (const auto it = ids_.find(std::string_view(key)); it != ids_.end()) {
