@@ -11,6 +11,10 @@
 //   [bert]        from google-research/bert's tokenization_test.py
 //   [python]      Python's own output, computed once with /usr/bin/python3 (bytes.decode(errors="replace"),
 //                 str.lower()), independent of our code
+//   [js]          Hugging Face's tokenizers.js (npm @huggingface/tokenizers 0.2.0, a pure JavaScript port of the
+//                 Rust tokenizers, on Node 20's ICU: its BertNormalizer + BertPreTokenizer), run once outside
+//                 the build; a separate implementation on separate Unicode data. Inputs are chosen where its
+//                 documented differences (whole-string toLowerCase, BMP-only CJK test, Cn kept) cannot show.
 //   [spec]        worked out by hand from the Unicode standard, LAVIS's regexes or our documented choices
 //   [tables]      the generated Unicode tables against the generator's checksum over every code point
 #include <doctest/doctest.h>
@@ -166,6 +170,58 @@ TEST_CASE("[hf-adapted] test_sequence_builders: [CLS] text [SEP]") {
   CHECK(e == ids{tok.cls_id(), 4, 5, 6, tok.sep_id()});
   CHECK(tok.cls_id() == 2);
   CHECK(tok.sep_id() == 3);
+}
+
+// =================================================================== an independent implementation ===
+
+TEST_CASE("[js] the basic tokenizer on Latin, Greek, CJK, kana, Hangul, Arabic, Devanagari, Thai, Vietnamese, "
+          "spaces, controls, punctuation, emoji, compatibility characters") {
+  CHECK(io::bert_basic_tokenize("Hello, World! \U000000C7a va? na\U000000EFve caf\U000000E9") ==
+        strings{"hello", ",", "world", "!", "ca", "va", "?", "naive", "cafe"});
+  CHECK(io::bert_basic_tokenize("\U000003A3\U0000039F\U000003A6\U00000399\U00000391 \U000003C3\U000003BF\U000003C6\U000003AF\U000003B1 \U00000395\U000003BB\U000003BB\U000003AC\U000003B4\U000003B1") ==
+        strings{"\U000003C3\U000003BF\U000003C6\U000003B9\U000003B1", "\U000003C3\U000003BF\U000003C6\U000003B9\U000003B1", "\U000003B5\U000003BB\U000003BB\U000003B1\U000003B4\U000003B1"});
+  CHECK(io::bert_basic_tokenize("Stra\U000000DFe \U000000C5NGSTR\U000000D6M") ==
+        strings{"stra\U000000DFe", "angstrom"});
+  CHECK(io::bert_basic_tokenize("\U000065E5\U0000672C\U00008A9E\U0000306E\U000030C6\U000030AD\U000030B9\U000030C8") ==
+        strings{"\U000065E5", "\U0000672C", "\U00008A9E", "\U0000306E\U000030C6\U000030AD\U000030B9\U000030C8"});
+  CHECK(io::bert_basic_tokenize("\U0000D55C\U0000AD6D\U0000C5B4 \U0000BB38\U0000C7A5") ==
+        strings{"\U00001112\U00001161\U000011AB\U00001100\U0000116E\U000011A8\U0000110B\U00001165", "\U00001106\U0000116E\U000011AB\U0000110C\U00001161\U000011BC"});
+  CHECK(io::bert_basic_tokenize("don't stop-believing... (really)") ==
+        strings{"don", "'", "t", "stop", "-", "believing", ".", ".", ".", "(", "really", ")"});
+  CHECK(io::bert_basic_tokenize("x\U000000A0y\U00003000z\U00002003w\U0000202Fv") ==
+        strings{"x", "y", "z", "w", "v"});
+  CHECK(io::bert_basic_tokenize("soft\U000000ADhyphen zero\U0000200Bwidth") ==
+        strings{"softhyphen", "zerowidth"});
+  CHECK(io::bert_basic_tokenize("\U0000FF26\U0000FF55\U0000FF4C\U0000FF4C\U0000FF57\U0000FF49\U0000FF44\U0000FF54\U0000FF48 \U0000FB01ne") ==
+        strings{"\U0000FF46\U0000FF55\U0000FF4C\U0000FF4C\U0000FF57\U0000FF49\U0000FF44\U0000FF54\U0000FF48", "\U0000FB01ne"});
+  CHECK(io::bert_basic_tokenize("I \U00002764\U0000FE0F \U0001F355!") ==
+        strings{"i", "\U00002764", "\U0001F355", "!"});
+  CHECK(io::bert_basic_tokenize("\U00000130stanbul") ==
+        strings{"istanbul"});
+  CHECK(io::bert_basic_tokenize("\U00000645\U0000064E\U00000631\U00000652\U0000062D\U0000064E\U00000628\U0000064B\U00000627") ==
+        strings{"\U00000645\U00000631\U0000062D\U00000628\U00000627"});
+  CHECK(io::bert_basic_tokenize("\U00000928\U0000092E\U00000938\U0000094D\U00000924\U00000947") ==
+        strings{"\U00000928\U0000092E\U00000938\U00000924"});
+  CHECK(io::bert_basic_tokenize("\U00000E2A\U00000E27\U00000E31\U00000E2A\U00000E14\U00000E35") ==
+        strings{"\U00000E2A\U00000E27\U00000E2A\U00000E14"});
+  CHECK(io::bert_basic_tokenize("Ti\U00001EBFng Vi\U00001EC7t") ==
+        strings{"tieng", "viet"});
+  CHECK(io::bert_basic_tokenize("ABC123xyz a\011b\012c\015d") ==
+        strings{"abc123xyz", "a", "b", "c", "d"});
+  CHECK(io::bert_basic_tokenize(std::string("\000\U0000FFFD\005", 6)) ==
+        strings{});
+  CHECK(io::bert_basic_tokenize("\U000000BFQu\U000000E9? \U000000A1S\U000000ED! \U000000ABguillemets\U000000BB \U0000201Cquotes\U0000201D \U00002014dash\U00002013") ==
+        strings{"\U000000BF", "que", "?", "\U000000A1", "si", "!", "\U000000AB", "guillemets", "\U000000BB", "\U0000201C", "quotes", "\U0000201D", "\U00002014", "dash", "\U00002013"});
+  CHECK(io::bert_basic_tokenize("$100 + 5% = <tag> {x} [y] |z| ^ ~ `q` @ #") ==
+        strings{"$", "100", "+", "5", "%", "=", "<", "tag", ">", "{", "x", "}", "[", "y", "]", "|", "z", "|", "^", "~", "`", "q", "`", "@", "#"});
+  CHECK(io::bert_basic_tokenize("\U00004E2D\U00006587English\U00006DF7\U00005408") ==
+        strings{"\U00004E2D", "\U00006587", "english", "\U00006DF7", "\U00005408"});
+  CHECK(io::bert_basic_tokenize("\U000000BD \U000000B2 \U00002163 \U000000AA") ==
+        strings{"\U000000BD", "\U000000B2", "\U00002173", "\U000000AA"});
+  CHECK(io::bert_basic_tokenize("\U00001E9B\U00000323 \U000000C5\U00000301") ==
+        strings{"\U0000017F", "a"});
+  CHECK(io::bert_basic_tokenize("\U0000212B \U00002126 \U0000212A") ==
+        strings{"a", "\U000003C9", "k"});
 }
 
 // ========================================================================================= our own ===
