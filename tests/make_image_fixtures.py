@@ -21,7 +21,8 @@ encoders are deterministic for a given version):
                          Normalize compute it in float32; (3, S, S) little-endian float32, channels first
     manifest.txt         one line per check (see below), read by tests/test_images.cpp
 
-and the seed corpus of tests/fuzz/fuzz_image.cpp, tests/fuzz/corpus_image/ (tiny PNGs and JPEGs).
+and the generated seeds of tests/fuzz/fuzz_image.cpp in tests/fuzz/corpus_image/ (tiny PNGs and JPEGs;
+the regress_*.jpg seeds there are fuzzer findings and are left alone).
 
 manifest.txt lines (whitespace-separated):
     decode    <input> <ref png> <width> <height> <fnv>
@@ -164,10 +165,10 @@ def main():
 
 def fuzz_seeds():
     """Seeds for tests/fuzz/fuzz_image.cpp: tiny PNGs of every colour type Pillow writes and tiny JPEGs
-    (baseline 4:2:0 and 4:4:4, progressive, greyscale), each a few hundred bytes."""
+    (baseline 4:2:0 and 4:4:4, progressive, greyscale), each a few hundred bytes. The regress_*.jpg seeds
+    beside them are inputs the fuzzer found (see tests/fuzz/fuzz_image.cpp): kept, not generated."""
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz", "corpus_image")
-    shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(out)
+    os.makedirs(out, exist_ok=True)
     rgb = scene(9, 6, 11)
     Image.fromarray(rgb, "RGB").save(os.path.join(out, "rgb_9x6.png"))
     Image.fromarray(rgb[:, :, 0], "L").save(os.path.join(out, "grey_9x6.png"))
@@ -182,7 +183,7 @@ def fuzz_seeds():
                                                   progressive=True)
     Image.fromarray(rgb[:, :, 1], "L").save(os.path.join(out, "grey_9x6.jpg"), quality=75)
     total = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
-    print("wrote %d fuzz seeds, %d bytes, to %s" % (len(os.listdir(out)), total, out))
+    print("%d fuzz seeds, %d bytes, in %s" % (len(os.listdir(out)), total, out))
 
 
 if __name__ == "__main__":

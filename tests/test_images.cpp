@@ -334,6 +334,58 @@ TEST_CASE("images_bad_input") {
       CHECK((contains(e, "truncated PNG") || contains(e, "cannot read the PNG header")));
     }
   }
+  SUBCASE("a JPEG Huffman table with more than 256 codes (stb 2.27 would write past its arrays)") {
+    // Found by fuzz_image with stb compiled under UBSan: stbi__build_huffman indexes size[257].
+    auto bad = jpeg;
+    std::size_t dht = 0;
+    for (std::size_t i = 2; i + 21 < bad.size(); ++i)
+      if (bad[i] == 0xFF && bad[i + 1] == 0xC4) {
+        dht = i;
+        break;
+      }
+    REQUIRE(dht > 0);
+    for (std::size_t i = 0; i < 16; ++i) bad[dht + 5 + i] = 17;  // 16 x 17 = 272 codes in the first table
+    const auto p = dir / "dht.jpg";
+    write_bytes(p, bad);
+    const std::string e = load_error(p);
+    CHECK(contains(e, p.string()));
+    CHECK(contains(e, "defines 272 codes; at most 256"));
+  }
+  SUBCASE("a JPEG scan that uses a table nothing defined (stb 2.27 would read uninitialised memory)") {
+    auto find = [&](std::uint8_t marker) {
+      for (std::size_t i = 2; i + 10 < jpeg.size(); ++i)
+        if (jpeg[i] == 0xFF && jpeg[i + 1] == marker) return i;
+      FAIL("marker not found");
+      return std::size_t{0};
+    };
+    auto bad = jpeg;
+    const std::size_t sos = find(0xDA);
+    bad[sos + 6] = 0x33;  // first component: DC table 3, AC table 3 (the file defines 0 and 1)
+    const auto p = dir / "undefined_huffman.jpg";
+    write_bytes(p, bad);
+    const std::string e = load_error(p);
+    CHECK(contains(e, p.string()));
+    CHECK(contains(e, "DC Huffman table 3, which no DHT segment before it defines"));
+    auto badq = jpeg;
+    const std::size_t sof = find(0xC0);
+    badq[sof + 12] = 3;  // first component: quantisation table 3 (the file defines 0 and 1)
+    const auto q = dir / "undefined_quant.jpg";
+    write_bytes(q, badq);
+    CHECK(contains(load_error(q), "with table 3, which no DQT segment before it defines"));
+  }
+  SUBCASE("the fuzzer's findings in stb stay refused before stb sees them") {
+    const auto corpus = std::filesystem::path(BLIP2_FIXTURE_DIR) / ".." / "fuzz" / "corpus_image";
+    CHECK(contains(load_error(corpus / "regress_dht_1002_codes.jpg"), "defines 1002 codes"));
+    CHECK(contains(load_error(corpus / "regress_dht_2010_codes.jpg"), "defines 2010 codes"));
+    CHECK(contains(load_error(corpus / "regress_undefined_table.jpg"), "which no DQT segment before it defines"));
+    // Corrupt entropy-coded data on which stb shifts by 32 (documented in image.hpp): it decodes, to
+    // whatever pixels; what matters is that it neither crashes nor throws anything but format_error.
+    try {
+      const auto img = bio::load_image(corpus / "regress_shift32.jpg");
+      CHECK(img.pixels.size() == static_cast<std::size_t>(img.width) * img.height * 3);
+    } catch (const blip2::format_error&) {
+    }
+  }
   SUBCASE("a PNG whose header claims 100000 x 100000 is refused by the budget, before decoding") {
     const auto p = dir / "huge.png";
     write_bytes(p, png_claiming(100000, 100000));

@@ -8,15 +8,19 @@
 // Decoding. Only PNG and JPEG are accepted, told apart by their magic bytes (PNG: 89 50 4E 47 0D 0A 1A 0A;
 // JPEG: FF D8 FF); anything else, an empty file included, is refused before stb sees it, so none of stb's
 // other decoders (GIF, BMP, PSD, TGA, HDR, PIC, PNM) can be reached through this header. Then, in order:
-//   1. the size the header claims (PNG IHDR, JPEG SOFn, read directly), then the size stbi_info_from_memory
-//      reads (header only), are checked against image_limits: width, height and width x height (the
-//      pixel budget), before anything the size of the image is allocated;
-//   2. the file's structure is walked (PNG chunks up to IEND; JPEG segments and entropy-coded scans up to
-//      the EOI marker), without allocating: a file cut short is refused with the offset where it ends
-//      ("truncated JPEG: the file ends at byte 1186 without the end-of-image marker"), where stb would
-//      say only "expected marker" or "outofdata". Pillow refuses such files too ("image file is
+//   1. the size the header claims (PNG IHDR, JPEG SOFn, read directly) is checked against image_limits:
+//      width, height and width x height (the pixel budget), before anything is allocated;
+//   2. the file's structure is walked without allocating (PNG chunks up to IEND; JPEG segments and
+//      entropy-coded scans up to the EOI marker). A file cut short is refused with the offset where it
+//      ends ("truncated JPEG: the file ends at byte 1186 without the end-of-image marker (FF D9)") where
+//      stb would say only "expected marker" or "outofdata"; Pillow refuses such files too ("image file is
 //      truncated"), except a PNG that lacks only IEND, which Pillow decodes and we refuse (so does stb,
-//      unless the IEND chunk is half there);
+//      unless half of IEND is there). Two kinds of corrupt JPEG on which Debian's stb 2.27 misbehaves
+//      (found by fuzzing, see tests/fuzz/fuzz_image.cpp) are refused here: a Huffman table with more than
+//      256 codes (stb writes past its arrays) and a scan that uses a Huffman or quantisation table no
+//      segment defined (stb reads its uninitialised state);
+//   2b. stbi_info_from_memory reads the header (validating it); its size is checked against the limits
+//      again;
 //   3. stbi_load_from_memory decodes to 3 channels: grey is replicated, alpha dropped, a palette expanded,
 //      16-bit samples reduced to their high byte, as Pillow's convert("RGB") does for those modes.
 // Every failure throws blip2::format_error naming the file (or the name given to decode_image) and what
@@ -31,6 +35,9 @@
 //   - A PNG without its IEND chunk is refused (Pillow decodes it).
 //   - CMYK / Adobe JPEGs: stb and Pillow convert CMYK to RGB with different formulas; not matched.
 //   - EXIF orientation is ignored by both (LAVIS does not apply ImageOps.exif_transpose).
+//   - stb's bit reader shifts a 32-bit value by 32 on some corrupt entropy-coded JPEG data (undefined in
+//     C; on x86-64 it yields wrong bits, no memory access): such a file decodes to garbage pixels instead
+//     of an error. It cannot be ruled out without decoding; found by fuzzing stb under UBSan.
 //   - stb's global switches (stbi_set_flip_vertically_on_load and friends) are left alone: a program that
 //     turns them on for its own use changes what this header decodes.
 //
@@ -159,12 +166,113 @@ inline void check_png_structure(std::span<const std::uint8_t> b, std::string_vie
   }
 }
 
+// What a JPEG has defined so far, as stb will see it: Huffman tables (DC and AC, ids 0..3), quantisation
+// tables (0..3), and the frame's components (id, quantisation table) from its SOF0/1/2 segment.
+struct jpeg_tables {
+  bool dc[4] = {}, ac[4] = {}, quant[4] = {};
+  bool frame = false, progressive = false;
+  int components = 0;
+  int component_id[4] = {}, component_quant[4] = {};
+};
+
+// The tables of the DHT segment whose payload (after its length) starts at byte `at`, `len` bytes long:
+// each table is a class/id byte, 16 code counts and that many symbols, and may define at most 256 codes.
+// Debian's stb_image 2.27 does not check that: stbi__build_huffman and its DHT reader then write past
+// the table's 257-byte size list and 256-byte symbol list (found by tests/fuzz/fuzz_image.cpp with stb
+// compiled under UBSan; later stb versions refuse it with "bad size list"). The walk mirrors stb's, which
+// goes on reading tables while the segment's remaining length is positive, even past the segment's end
+// into the bytes that follow (0 past the end of the file).
+inline void read_jpeg_huffman_tables(std::span<const std::uint8_t> b, std::size_t at, std::size_t len,
+                                     jpeg_tables& t, std::string_view name) {
+  auto byte = [&](std::size_t i) -> std::size_t { return i < b.size() ? b[i] : 0; };
+  std::size_t pos = at;
+  long remaining = static_cast<long>(len);
+  while (remaining > 0) {
+    const std::size_t cls = byte(pos) >> 4, id = byte(pos) & 15;
+    std::size_t codes = 0;
+    for (std::size_t i = 1; i <= 16; ++i) codes += byte(pos + i);
+    if (codes > 256)
+      image_fail(name, "corrupt JPEG: the Huffman table at byte ", pos, " defines ", codes,
+                 " codes; at most 256 are possible");
+    if (cls <= 1 && id <= 3) (cls == 0 ? t.dc : t.ac)[id] = true;  // others: stb refuses the segment
+    pos += 17 + codes;
+    remaining -= static_cast<long>(17 + codes);
+  }
+}
+
+// The quantisation tables of a DQT segment (same walk as stb's: 65 or 129 bytes per table).
+inline void read_jpeg_quant_tables(std::span<const std::uint8_t> b, std::size_t at, std::size_t len,
+                                   jpeg_tables& t) {
+  std::size_t pos = at;
+  long remaining = static_cast<long>(len);
+  while (remaining > 0 && pos < b.size()) {
+    const std::size_t precision = b[pos] >> 4, id = b[pos] & 15;
+    if (precision > 1 || id > 3) return;  // stb refuses the segment
+    t.quant[id] = true;
+    const std::size_t size = precision ? 129 : 65;
+    pos += size;
+    remaining -= static_cast<long>(size);
+  }
+}
+
+// The frame header (SOF0 baseline, SOF1 extended, SOF2 progressive: the kinds stb decodes).
+inline void read_jpeg_frame(std::span<const std::uint8_t> seg, bool progressive, jpeg_tables& t) {
+  // precision (1), height (2), width (2), Nf (1), Nf x (id, sampling, quantisation table)
+  if (seg.size() < 6) return;
+  const std::size_t nf = seg[5];
+  if (nf < 1 || nf > 4 || seg.size() < 6 + 3 * nf) return;  // stb refuses it
+  t.frame = true;
+  t.progressive = progressive;
+  t.components = static_cast<int>(nf);
+  for (std::size_t i = 0; i < nf; ++i) {
+    t.component_id[i] = seg[6 + 3 * i];
+    t.component_quant[i] = seg[6 + 3 * i + 2];
+  }
+}
+
+// A scan header (SOS): every table the scan will decode with must have been defined before it. stb
+// 2.27 allocates its decoder state without clearing it and does not check this, so a scan naming an
+// undefined table decodes from uninitialised memory (non-deterministic pixels, and with a garbage
+// Huffman table, reads out of bounds; found by tests/fuzz/fuzz_image.cpp). libjpeg refuses such files
+// too, except motion-JPEG frames without DHT, which it decodes with the standard Huffman tables and stb
+// cannot decode correctly.
+inline void check_jpeg_scan(std::span<const std::uint8_t> seg, std::size_t at, const jpeg_tables& t,
+                            std::string_view name) {
+  if (!t.frame || seg.empty()) return;  // no frame yet, or an empty header: stb refuses the file
+  const std::size_t ns = seg[0];
+  if (ns < 1 || ns > 4 || seg.size() != 1 + 2 * ns + 3) return;  // stb refuses it ("bad SOS ...")
+  const std::size_t ss = seg[1 + 2 * ns], ah = seg[1 + 2 * ns + 2] >> 4;
+  const bool uses_dc = !t.progressive || (ss == 0 && ah == 0);
+  const bool uses_ac = !t.progressive || ss > 0;
+  for (std::size_t i = 0; i < ns; ++i) {
+    const int id = seg[1 + 2 * i];
+    const std::size_t td = seg[2 + 2 * i] >> 4, ta = seg[2 + 2 * i] & 15;
+    if (td > 3 || ta > 3) return;  // stb refuses it ("bad DC huff" / "bad AC huff")
+    int c = 0;
+    while (c < t.components && t.component_id[c] != id) ++c;
+    if (c == t.components) return;  // stb refuses it ("bad component ID")
+    if (uses_dc && !t.dc[td])
+      image_fail(name, "corrupt JPEG: the scan at byte ", at, " decodes with DC Huffman table ", td,
+                 ", which no DHT segment before it defines");
+    if (uses_ac && !t.ac[ta])
+      image_fail(name, "corrupt JPEG: the scan at byte ", at, " decodes with AC Huffman table ", ta,
+                 ", which no DHT segment before it defines");
+    const int q = t.component_quant[c];
+    if (q < 0 || q > 3) return;  // stb refuses it
+    if (!t.quant[q])
+      image_fail(name, "corrupt JPEG: the scan at byte ", at, " dequantises component ", id, " with table ", q,
+                 ", which no DQT segment before it defines");
+  }
+}
+
 // Walks a JPEG's markers from SOI to EOI: segments by their length, entropy-coded data (after SOS) up to
 // the next marker that is not a restart (FF D0..D7) or a stuffed FF 00. Bytes between segments that are
-// not a marker are skipped, as libjpeg does (with a warning). Refuses a file that ends before EOI;
-// whatever follows EOI is ignored (cameras append data there).
+// not a marker are skipped, as libjpeg does (with a warning). Refuses a file that ends before EOI
+// (whatever follows EOI is ignored: cameras append data there), a Huffman table stb would overrun, and a
+// scan that uses a table no segment before it defined.
 inline void check_jpeg_structure(std::span<const std::uint8_t> b, std::string_view name) {
   const std::size_t n = b.size();
+  jpeg_tables tables;
   std::size_t pos = 2;  // after FF D8
   while (true) {
     while (pos < n && b[pos] != 0xFF) ++pos;  // extraneous bytes before a marker
@@ -182,6 +290,11 @@ inline void check_jpeg_structure(std::span<const std::uint8_t> b, std::string_vi
     if (n - pos < len)
       image_fail(name, "truncated JPEG: segment FF ", static_cast<int>(m), " at byte ", pos - 2, " needs ", len,
                  " bytes, only ", n - pos, " remain");
+    const std::span<const std::uint8_t> payload = b.subspan(pos + 2, len - 2);
+    if (m == 0xC4) read_jpeg_huffman_tables(b, pos + 2, len - 2, tables, name);
+    if (m == 0xDB) read_jpeg_quant_tables(b, pos + 2, len - 2, tables);
+    if (m == 0xC0 || m == 0xC1 || m == 0xC2) read_jpeg_frame(payload, m == 0xC2, tables);
+    if (m == 0xDA) check_jpeg_scan(payload, pos - 2, tables, name);
     pos += len;
     if (m == 0xDA) {  // SOS: entropy-coded data follows, up to the next real marker
       while (pos < n) {
@@ -271,20 +384,22 @@ inline rgb_image decode_image(std::span<const std::uint8_t> bytes, std::string_v
   const int len = static_cast<int>(bytes.size());
 
   // 1. The header's dimensions against the budget, before any allocation the size of the image: as the
-  //    header states them, then as stbi_info reads them (which also validates the header).
+  //    header states them, then (after step 2) as stbi_info reads them, which also validates the header.
   if (const auto claimed = detail::claimed_size(bytes, kind))
     detail::check_limits(claimed->first, claimed->second, limits, name, kind_name);
+
+  // 2. A file cut short is refused, with where it ends; so is a JPEG Huffman table stb would overrun
+  //    (before stbi_info, which may parse such a table).
+  if (kind == detail::image_kind::png)
+    detail::check_png_structure(bytes, name);
+  else
+    detail::check_jpeg_structure(bytes, name);
+
   int w = 0, h = 0, channels = 0;
   if (!stbi_info_from_memory(bytes.data(), len, &w, &h, &channels))
     detail::image_fail(name, "cannot read the ", kind_name, " header: ", detail::stb_reason());
   if (w <= 0 || h <= 0) detail::image_fail(name, "the ", kind_name, " header gives a size of ", w, " x ", h);
   detail::check_limits(w, h, limits, name, kind_name);
-
-  // 2. A file cut short is refused, with where it ends.
-  if (kind == detail::image_kind::png)
-    detail::check_png_structure(bytes, name);
-  else
-    detail::check_jpeg_structure(bytes, name);
 
   // 3. Decode to RGB.
   rgb_image img;
