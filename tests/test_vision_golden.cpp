@@ -251,6 +251,38 @@ TEST_CASE("vision checkpoint errors name the tensor and the expected shape") {
   }
 }
 
+TEST_CASE("a sharded checkpoint (model.safetensors.index.json) loads like one file") {
+  testing::temp_dir dir;
+  auto entries = entries_of(safetensors_file::open(fixture / "model.safetensors"));
+  // layer 1 and the post LayerNorm in the second shard, everything else in the first, as HF splits
+  std::vector<safetensors_entry> first, second;
+  nlohmann::json map = nlohmann::json::object();
+  for (auto& e : entries) {
+    const bool late = e.name().find("layers.1.") != std::string::npos || e.name().find("post_layernorm") != std::string::npos;
+    map[e.name()] = late ? "model-00002-of-00002.safetensors" : "model-00001-of-00002.safetensors";
+    (late ? second : first).push_back(std::move(e));
+  }
+  map["language_model.lm_head.weight"] = "model-00002-of-00002.safetensors";  // names of other parts: ignored
+  save_safetensors(dir / "model-00001-of-00002.safetensors", first);
+  save_safetensors(dir / "model-00002-of-00002.safetensors", second);
+  std::filesystem::copy_file(fixture / "config.json", dir / "config.json");
+  std::ofstream(dir / "model.safetensors.index.json") << nlohmann::json{{"metadata", {{"total_size", 0}}}, {"weight_map", map}}.dump();
+  const auto sharded = load_vision_model<float>(dir.path);
+  const auto single = load_vision_model<float>(fixture);
+  REQUIRE(sharded.parameters().size() == single.parameters().size());
+  CHECK(std::memcmp(sharded.parameters().data(), single.parameters().data(), single.parameters().size_bytes()) == 0);
+
+  // a shard name that leaves the directory is refused
+  map["vision_model.post_layernorm.bias"] = "../model-00002-of-00002.safetensors";
+  std::ofstream(dir / "model.safetensors.index.json", std::ios::trunc) << nlohmann::json{{"weight_map", map}}.dump();
+  const auto msg = message_of<format_error>([&] { load_vision_model(dir.path); });
+  CHECK(msg.find("is not a plain file name") != std::string::npos);
+  // neither a single file nor an index
+  testing::temp_dir empty;
+  std::filesystem::copy_file(fixture / "config.json", empty / "config.json");
+  CHECK(message_of<format_error>([&] { load_vision_model(empty.path); }).find("model.safetensors") != std::string::npos);
+}
+
 TEST_CASE("vision_forward refuses images it cannot cut into patches") {
   reference_backend ref;
   const auto m = load_vision_model<float>(fixture);

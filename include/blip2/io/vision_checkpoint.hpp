@@ -1,8 +1,10 @@
 // blip2/io/vision_checkpoint.hpp: the frozen image encoder from a Hugging Face BLIP-2 checkpoint directory.
 //
 // A directory holds config.json (a Blip2Config: its "vision_config" gives the sizes, EVA ViT-g/14's when
-// absent) and model.safetensors. Parameters load by their Hugging Face names (nn/vision_transformer.hpp
-// lists them, all under "vision_model."), converted from F32/F16/BF16/F64. Errors name what is wrong:
+// absent) and model.safetensors, or, as the released Salesforce/blip2-* repositories have it, shards
+// listed by model.safetensors.index.json ({"weight_map": {tensor name: shard file name}}). Parameters
+// load by their Hugging Face names (nn/vision_transformer.hpp lists them, all under "vision_model."),
+// converted from F32/F16/BF16/F64. Errors name what is wrong:
 //   - a missing tensor: format_error with its name and the expected shape;
 //   - a tensor of another shape: shape_error with its name, its shape and the expected one;
 //   - a "vision_model." tensor that this configuration has no parameter for (a 39-layer file read with a
@@ -12,8 +14,12 @@
 //   auto vit = blip2::load_vision_model("blip2-opt-2.7b");   // float; load_vision_model<double> for the oracle
 #pragma once
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <set>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "blip2/io/hf_config.hpp"
 #include "blip2/io/safetensors.hpp"
@@ -21,36 +27,83 @@
 
 namespace blip2 {
 
-// Copy every parameter of m from the file, by name.
+// Copy every parameter of m from the files (one file, or the shards of one checkpoint), by name.
 template <class T>
-void load_vision_weights(vision_model<T>& m, const safetensors_file& file) {
+void load_vision_weights(vision_model<T>& m, std::span<const safetensors_file> files) {
+  BLIP2_CHECK(!files.empty(), value_error, "load_vision_weights: no files");
+  const std::string label = files.size() == 1 ? files[0].label() : files[0].label() + " (and its other shards)";
+  auto holder = [&](const std::string& name) -> const safetensors_file* {
+    for (const auto& f : files)
+      if (f.contains(name)) return &f;
+    return nullptr;
+  };
   std::set<std::string> used;
   for_each_vision_parameter(m.config(), m.w, [&](const std::string& name, auto& v) {
-    BLIP2_CHECK(file.contains(name), format_error, "checkpoint '", file.label(), "': missing tensor '", name,
-                "' (expected shape ", shape_string(v), ")");
-    const auto& info = file.info(name);
+    const safetensors_file* file = holder(name);
+    BLIP2_CHECK(file, format_error, "checkpoint '", label, "': missing tensor '", name, "' (expected shape ",
+                shape_string(v), ")");
+    const auto& info = file->info(name);
     bool same = info.rank() == std::remove_cvref_t<decltype(v)>::rank;
     for (std::size_t d = 0; same && d < info.rank(); ++d) same = info.shape[d] == v.extent(d);
-    BLIP2_CHECK(same, shape_error, "checkpoint '", file.label(), "': tensor '", name, "' has shape ",
+    BLIP2_CHECK(same, shape_error, "checkpoint '", file->label(), "': tensor '", name, "' has shape ",
                 detail::vector_shape_string(info.shape), " but the vision config needs ", shape_string(v));
-    file.read_into(name, v);
+    file->read_into(name, v);
     used.insert(name);
   });
   const auto& c = m.config();
-  for (const auto& name : file.names())
-    BLIP2_CHECK(used.count(name) || name.rfind("vision_model.", 0) != 0, format_error, "checkpoint '", file.label(),
-                "': tensor '", name, "' belongs to the vision model but this configuration (", c.num_hidden_layers,
-                " layers, qkv_bias ", c.qkv_bias ? "true" : "false",
-                ") has no such parameter: config.json and the weights disagree");
+  for (const auto& f : files)
+    for (const auto& name : f.names())
+      BLIP2_CHECK(used.count(name) || name.rfind("vision_model.", 0) != 0, format_error, "checkpoint '", f.label(),
+                  "': tensor '", name, "' belongs to the vision model but this configuration (", c.num_hidden_layers,
+                  " layers, qkv_bias ", c.qkv_bias ? "true" : "false",
+                  ") has no such parameter: config.json and the weights disagree");
+}
+template <class T>
+void load_vision_weights(vision_model<T>& m, const safetensors_file& file) {
+  load_vision_weights(m, std::span<const safetensors_file>(&file, 1));
 }
 
-// The image encoder of a checkpoint directory (config.json + model.safetensors).
+// The weight files of a checkpoint directory: model.safetensors, or else every shard that
+// model.safetensors.index.json names (plain file names inside the directory).
+inline std::vector<safetensors_file> open_checkpoint_files(const std::filesystem::path& dir) {
+  std::vector<safetensors_file> files;
+  const auto single = dir / "model.safetensors", index = dir / "model.safetensors.index.json";
+  if (std::filesystem::exists(single) || !std::filesystem::exists(index)) {
+    files.push_back(safetensors_file::open(single));  // also the "no such file" error when neither exists
+    return files;
+  }
+  auto fail = [&](auto&&... parts) { detail::raise<format_error>("checkpoint index '", index.string(), "': ", parts...); };
+  std::ifstream in(index, std::ios::binary);
+  if (!in) fail("cannot open the file");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  nlohmann::json root;
+  try {
+    root = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail("not valid JSON: ", e.what());
+  }
+  if (!root.is_object() || !root.contains("weight_map") || !root["weight_map"].is_object())
+    fail("expected an object with a \"weight_map\" object (tensor name -> shard file)");
+  std::set<std::string> shards;
+  for (const auto& [name, shard] : root["weight_map"].items()) {
+    if (!shard.is_string()) fail("weight_map['", name, "'] is not a file name");
+    const std::string f = shard.get<std::string>();
+    if (f.empty() || f.find('/') != std::string::npos || f == "." || f == "..")
+      fail("weight_map['", name, "'] = \"", f, "\" is not a plain file name in the checkpoint directory");
+    shards.insert(f);
+  }
+  if (shards.empty()) fail("weight_map is empty");
+  for (const auto& f : shards) files.push_back(safetensors_file::open(dir / f));
+  return files;
+}
+
+// The image encoder of a checkpoint directory (config.json + model.safetensors or its shards).
 template <class T = float>
 vision_model<T> load_vision_model(const std::filesystem::path& dir) {
   const vision_config cfg = load_vision_config(dir / "config.json");
-  const safetensors_file file = safetensors_file::open(dir / "model.safetensors");
+  const std::vector<safetensors_file> files = open_checkpoint_files(dir);
   vision_model<T> m(cfg);
-  load_vision_weights(m, file);
+  load_vision_weights(m, std::span<const safetensors_file>(files));
   return m;
 }
 
