@@ -3,7 +3,7 @@
 // LAVIS's caption pre-processing. Needs only C++20 (no nlohmann_json).
 //
 //   auto tok = blip2::io::bert_tokenizer::from_vocab_file("bert-base-uncased/vocab.txt");
-//   tok.tokenize("A naïve café!")                  // {"a", "naive", "cafe", "!"}
+//   tok.tokenize("A naïve café!")                  // {"a", "naive", "cafe", "!"} with that vocabulary
 //   tok.encode(blip2::io::lavis_caption("Two DOGS, playing."), 32)   // [CLS] two dogs , playing [SEP]
 //   auto batch = tok.encode_batch(captions, 32);   // padded to the longest, attention mask 1/0
 //
@@ -41,6 +41,7 @@
 //     else vocab_size(), the id Hugging Face's add_special_tokens gives a vocabulary without duplicates.
 //   - encode truncates to max_length ids including [CLS] and [SEP] (Hugging Face's truncation=True);
 //     max_length < 2 is a value_error.
+// A bert_tokenizer is immutable after construction: its const members may be called from several threads.
 #pragma once
 #include <algorithm>
 #include <array>
@@ -266,7 +267,8 @@ void for_each_basic_word(std::u32string_view text, OnWord&& on_word) {
   flush();
 }
 
-// The words of BasicTokenizer(do_lower_case=True).tokenize(text), UTF-8 in (lossy, see below) and out.
+// The words of BasicTokenizer(do_lower_case=True).tokenize(text); UTF-8 in (invalid sequences replaced and
+// dropped, as in bert_tokenizer) and out.
 inline std::vector<std::string> bert_basic_tokenize(std::string_view utf8) {
   std::vector<std::string> out;
   for_each_basic_word(utf8_decode_lossy(utf8), [&](const std::u32string& w) {
