@@ -5,8 +5,9 @@
 //   cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBLIP2_BUILD_FUZZERS=ON
 //   cmake --build build-fuzz --target fuzz_tokenizer -j2
 //   mkdir -p build-fuzz/corpus_tok
-//   build-fuzz/tests/fuzz_tokenizer build-fuzz/corpus_tok tests/fuzz/corpus_tokenizer \
+//   build-fuzz/tests/fuzz_tokenizer build-fuzz/corpus_tok tests/fuzz/corpus_tokenizer
 //       -dict=tests/fuzz/tokenizer.dict -max_len=2048 -len_control=0 -jobs=1 -max_total_time=180
+// (one command: the two lines joined; no backslash here, which g++'s -Wcomment would flag)
 // (-len_control=0 lets inputs reach max_len at once, so words over 100 code points and long captions
 // come early; without it libFuzzer grows the length limit slowly, to 272 bytes in 3 minutes here.)
 // (With -jobs the log goes to fuzz-0.log in the current directory; new inputs land in build-fuzz/corpus_tok,
