@@ -4,13 +4,15 @@
 //   cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBLIP2_BUILD_FUZZERS=ON
 //   cmake --build build-fuzz --target fuzz_image -j2
 //   mkdir -p build-fuzz/corpus_image
-//   build-fuzz/tests/fuzz_image build-fuzz/corpus_image tests/fuzz/corpus_image \
-//       -max_len=65536 -rss_limit_mb=2048 -jobs=1 -max_total_time=180
-// (With -jobs the log goes to fuzz-0.log in the current directory; new inputs land in
-// build-fuzz/corpus_image, the seeds in tests/fuzz/corpus_image (tiny PNGs: RGB, grey, grey + alpha,
-// RGBA, palette with tRNS, 1-bit, 16-bit grey; tiny JPEGs: 4:2:0, 4:4:4, progressive, grey; written by
-// tests/make_image_fixtures.py) are only read. A crash
-// writes crash-<sha1>: replay it with `build-fuzz/tests/fuzz_image crash-<sha1>`.)
+//   build-fuzz/tests/fuzz_image build-fuzz/corpus_image tests/fuzz/corpus_image -max_len=65536 -rss_limit_mb=2048 -jobs=1 -max_total_time=180
+// (Commands are one line each: a comment ending in a backslash trips g++ -Wcomment. With -jobs the log
+// goes to fuzz-0.log in the current directory; new inputs land in build-fuzz/corpus_image; the seeds in
+// tests/fuzz/corpus_image are only read: tiny PNGs (RGB, grey, grey + alpha, RGBA, palette with tRNS,
+// 1-bit, 16-bit grey) and JPEGs (4:2:0, 4:4:4, progressive, grey) written by tests/make_image_fixtures.py,
+// and the regress_*.jpg findings below. A crash writes crash-<sha1>: replay it with
+// `build-fuzz/tests/fuzz_image crash-<sha1>`.)
+// Last run (1de877b + this comment, one core of a busy 2-core machine): 2,443,680 executions in 181 s,
+// no crash, no leak.
 //
 // Each input is decoded with decode_image under a small pixel budget (so a header claiming a large image
 // is refused quickly instead of timing out), then resized to a size taken from the input's last two
@@ -29,8 +31,7 @@
 // that instead of libstb (the project itself never defines STB_IMAGE_IMPLEMENTATION):
 //   printf '#define STB_IMAGE_IMPLEMENTATION\n#include <stb/stb_image.h>\n' > /tmp/stb_impl.c
 //   clang -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -c /tmp/stb_impl.c -o /tmp/stb_impl.o
-//   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Iinclude \
-//       tests/fuzz/fuzz_image.cpp /tmp/stb_impl.o -o /tmp/fuzz_image_stb
+//   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Iinclude tests/fuzz/fuzz_image.cpp /tmp/stb_impl.o -o /tmp/fuzz_image_stb
 // That found three bugs in stb 2.27 on corrupt JPEGs (the seeds regress_*.jpg are the inputs):
 //   - a Huffman table with more than 256 codes: stbi__build_huffman writes past h->size[257] and the DHT
 //     reader past h->values[256] (regress_dht_*.jpg). decode_image now refuses such tables first;
