@@ -6,6 +6,7 @@
 //           post-op adds into the gradient), dbias += column sums of dout (a loop).
 // Dimensions: R rows, K input features, N output features.
 #pragma once
+#include <algorithm>
 #include "blip2/backend/onednn/matmul.hpp"
 #include "blip2/backend/onednn/onednn_backend.hpp"
 #include "blip2/backend/reference/linear.hpp"
@@ -51,13 +52,17 @@ struct kernel<onednn_backend, op::linear_backward> {
         onednn_detail::run_matmul<2>(be, dinp, dout, weight, 1.0f, mode == grad_write::accumulate ? 1.0f : 0.0f);
       // dweight (N, K) += dout^T (N, R) @ inp (R, K)
       onednn_detail::run_matmul<2>(be, dweight, transpose(dout), inp, 1.0f, 1.0f);
-      // dbias (N) += sum over rows of dout: output features are independent
+      // dbias (N) += sum over rows of dout: output features are independent. Blocks of columns, the rows
+      // walked in order inside a block (contiguous reads; each column still sums its rows in row order).
       if (dbias.data()) {
+        constexpr index_t block = 64;
         BLIP2_OMP_FOR
-        for (index_t n = 0; n < N; ++n) {
-          float acc = 0;
-          for (index_t r = 0; r < R; ++r) acc += dout(r, n);
-          dbias(n) += acc;
+        for (index_t n0 = 0; n0 < N; n0 += block) {
+          const index_t nb = std::min(block, N - n0);
+          float acc[block] = {};
+          for (index_t r = 0; r < R; ++r)
+            for (index_t n = 0; n < nb; ++n) acc[n] += dout(r, n0 + n);
+          for (index_t n = 0; n < nb; ++n) dbias(n0 + n) += acc[n];
         }
       }
     }
