@@ -18,6 +18,14 @@
 //   default   39 layers, 3 timed runs; one warm-up run first (primitive creation, first touch)
 // Threads: OpenMP's (OMP_NUM_THREADS); the other processes' CPU use during the runs is printed, since a
 // shared machine slows everything down.
+//
+// Measured (2026-11-27, AMD EPYC with AVX2 only, oneDNN 2.6.3 dispatching avx2, g++ 12 -O3, a machine
+// shared with other jobs: 1-1.6 cores of other load during every run, and the matmul peak itself varied
+// from 22 to 67 GFLOP/s between runs, so compare with the peak of the same run):
+//   OMP_NUM_THREADS=2, batch 1, 39 layers:   11.6 s per image, 45 GFLOP/s = 91% of that run's peak (49)
+//   OMP_NUM_THREADS=2, batch 8, 8 layers:    8.2 s per image (39-layer estimate), 64 GFLOP/s = 96% (67)
+//   OMP_NUM_THREADS=1, batch 1, 39 layers:   22.9 s per image, 23 GFLOP/s = 62% (37)
+// Batches help: the linears then have M = 257 B rows instead of 257. bfloat16: not available on avx2.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
