@@ -34,6 +34,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -137,6 +138,26 @@ class adamw {
 #endif
     for (const auto& seg : segments_) {
       const index_t end = seg.offset + seg.size;
+      if constexpr (std::is_same_v<T, float>) {
+        // float parameters: the same update in float, the constants folded, a loop the compiler vectorises
+        // (memory-bound: 4 floats read, 3 written per element; the double form took 10x longer at 187M).
+        const float fb2 = static_cast<float>(b2), fw1 = static_cast<float>(w1), fw2 = static_cast<float>(w2);
+        const float inv_bc2 = static_cast<float>(1.0 / bc2_sqrt), feps = static_cast<float>(eps);
+        const float neg_step = static_cast<float>(-step_size);
+        const float decay = seg.decay ? static_cast<float>(decay_factor) : 1.0f;
+#if defined(_OPENMP)
+#pragma omp for simd schedule(static) nowait
+#endif
+        for (index_t i = seg.offset; i < end; ++i) {
+          const float gi = g[i];
+          const float mi = m[i] + fw1 * (gi - m[i]);
+          const float vi = v[i] * fb2 + fw2 * gi * gi;
+          m[i] = mi;
+          v[i] = vi;
+          p[i] = p[i] * decay + neg_step * mi / (std::sqrt(vi) * inv_bc2 + feps);
+        }
+        continue;
+      }
 #if defined(_OPENMP)
 #pragma omp for schedule(static) nowait
 #endif
