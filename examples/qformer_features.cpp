@@ -18,13 +18,28 @@
 //
 // Usage:
 //   qformer_features --model DIR --inputs IN.safetensors --output OUT.safetensors [--backend reference|onednn]
+//   qformer_features --model DIR [--images FILE...] [--texts TEXT...] [--vocab FILE] [--max-length L]
+//                    [--raw-texts] --output OUT.safetensors [--backend reference|onednn]
 // IN holds image_embeds (float, (B, N, E)) and optionally input_ids (int64, (B, T)) and attention_mask
 // (int64 0/1, (B, T); all ones when absent). OUT (float32) holds
 //   query_output (B, Q, C)  image_feats (B, Q, D)                           always
 //   text_feat (B, D)  itc_scores (B, B)  itm_logits (B, 2)                  when input_ids is given
 // itc_scores[i, j] compares image i with text j; itm_logits[b] scores the pair (image b, text b).
+//
+// From pixels and words (instead of --inputs; needs a build with blip2::image for --images):
+//   --images FILE...  PNG/JPEG files: load_image, blip2_eval_transform to vision_config.image_size, then the
+//                     ViT of DIR's model.safetensors (vision_model.*) -> image_embeds (Bi, N, E)
+//   --texts TEXT...   sentences: LAVIS's pre_caption (the blip_caption eval processor BLIP-2's retrieval
+//                     uses; --raw-texts skips it), then the BERT tokenizer with DIR/vocab.txt (or --vocab),
+//                     [CLS] ... [SEP] truncated to --max-length (default min(35, max_position_embeddings):
+//                     35 as LAVIS's compute_sim_matrix), padded to the longest -> input_ids, attention_mask
+//   Each takes the arguments up to the next one starting with "--". Written: query_output, image_feats with
+//   images; text_feat with texts; itc_scores (Bi, Bt) with both; itm_logits only when Bi == Bt (ITM pairs
+//   image b with text b: with unequal counts it is undefined and not written, and a note says so).
 // Exit status: 0 success, 1 a failure (message on stderr), 2 a usage error.
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <filesystem>
@@ -34,9 +49,14 @@
 #include <vector>
 
 #include "blip2/backend/reference/reference_backend.hpp"
+#include "blip2/io/bert_tokenizer.hpp"
 #include "blip2/io/qformer_checkpoint.hpp"
 #include "blip2/io/safetensors.hpp"
 #include "blip2/nn/qformer_heads.hpp"
+#ifdef BLIP2_HAS_IMAGE
+#include "blip2/io/image.hpp"
+#include "blip2/io/vision_checkpoint.hpp"
+#endif
 #ifdef BLIP2_HAS_ONEDNN
 #include "blip2/backend/onednn/onednn.hpp"
 #endif
@@ -46,11 +66,16 @@ using namespace blip2;
 namespace {
 
 constexpr const char* usage_line =
-    "usage: qformer_features --model DIR --inputs IN.safetensors --output OUT.safetensors [--backend reference|onednn]";
+    "usage: qformer_features --model DIR --inputs IN.safetensors --output OUT.safetensors [--backend reference|onednn]\n"
+    "       qformer_features --model DIR [--images FILE...] [--texts TEXT...] [--vocab FILE] [--max-length L]\n"
+    "                        [--raw-texts] --output OUT.safetensors [--backend reference|onednn]";
 
 struct options {
-  std::filesystem::path model, inputs, output;
+  std::filesystem::path model, inputs, output, vocab;
   std::string backend = "reference";
+  std::vector<std::string> images, texts;  // --images / --texts (instead of --inputs)
+  bool have_images = false, have_texts = false, raw_texts = false;
+  index_t max_length = 0;  // 0: min(35, max_position_embeddings)
 };
 
 struct usage_error {
@@ -77,6 +102,22 @@ options parse_args(int argc, char** argv) {
     } else if (arg == "--output") {
       o.output = value();
       have_output = true;
+    } else if (arg == "--images" || arg == "--texts") {
+      auto& list = arg == "--images" ? o.images : o.texts;
+      (arg == "--images" ? o.have_images : o.have_texts) = true;
+      while (i + 1 < argc && std::string_view(argv[i + 1]).rfind("--", 0) != 0) list.emplace_back(argv[++i]);
+      if (list.empty()) throw usage_error{std::string(arg) + " needs at least one value"};
+    } else if (arg == "--vocab") {
+      o.vocab = value();
+    } else if (arg == "--raw-texts") {
+      o.raw_texts = true;
+    } else if (arg == "--max-length") {
+      const std::string v = value();
+      char* end = nullptr;
+      const long long x = std::strtoll(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || x < 2 || x > 100000)
+        throw usage_error{"--max-length '" + v + "' is not a whole number >= 2 (room for [CLS] and [SEP])"};
+      o.max_length = static_cast<index_t>(x);
     } else if (arg == "--backend") {
       o.backend = value();
       if (o.backend != "reference" && o.backend != "onednn")
@@ -86,7 +127,14 @@ options parse_args(int argc, char** argv) {
     }
   }
   if (!have_model) throw usage_error{"missing --model DIR"};
-  if (!have_inputs) throw usage_error{"missing --inputs IN.safetensors"};
+  const bool from_files = o.have_images || o.have_texts;
+  if (have_inputs && from_files) throw usage_error{"give either --inputs or --images/--texts, not both"};
+  if (!have_inputs && !from_files) throw usage_error{"missing --inputs IN.safetensors (or --images/--texts)"};
+  if (have_inputs && (!o.vocab.empty() || o.max_length > 0 || o.raw_texts))
+    throw usage_error{"--vocab, --max-length and --raw-texts go with --texts, not --inputs"};
+#ifndef BLIP2_HAS_IMAGE
+  if (o.have_images) throw usage_error{"--images: this build has no image decoder (blip2::image, libstb-dev)"};
+#endif
   if (!have_output) throw usage_error{"missing --output OUT.safetensors"};
   return o;
 }
@@ -95,8 +143,9 @@ options parse_args(int argc, char** argv) {
 struct inputs {
   dynamic_tensor<float> image;                  // (B, N, E)
   std::optional<dynamic_tensor<index_t>> ids;   // (B, T)
-  std::optional<dynamic_tensor<index_t>> mask;  // (B, T)
-  index_t B = 0, N = 0, E = 0, T = 0;
+  std::optional<dynamic_tensor<index_t>> mask;  // (Bt, T)
+  index_t B = 0, N = 0, E = 0, T = 0;           // B images (0: none)
+  index_t Bt = 0;                               // texts (B with --inputs)
 };
 
 inputs read_inputs(const std::filesystem::path& path, const qformer_model_config& cfg) {
@@ -124,6 +173,7 @@ inputs read_inputs(const std::filesystem::path& path, const qformer_model_config
       detail::raise<shape_error>(where, ": 'input_ids' has shape ", shape(*in.ids), ", expected (B, T) with B = ", in.B,
                                  " (one text per image) and T >= 1");
     in.T = in.ids->shape[1];
+    in.Bt = in.B;
     if (!cfg.with_text)
       fail("has input_ids, but the model has no text side (a Blip2ForConditionalGeneration checkpoint: no ",
            "embeddings.word_embeddings.weight): give image_embeds only");
@@ -139,6 +189,58 @@ inputs read_inputs(const std::filesystem::path& path, const qformer_model_config
   return in;
 }
 
+// --images / --texts: image_embeds through the ViT, input_ids and attention_mask through the tokenizer.
+template <class Be>
+inputs inputs_from_files(Be& be, const options& opt, const qformer_model_config& cfg) {
+  inputs in;
+  if (opt.have_texts) {
+    if (!cfg.with_text)
+      detail::raise<value_error>("--texts: the model has no text side (a Blip2ForConditionalGeneration checkpoint: no ",
+                                 "embeddings.word_embeddings.weight)");
+    const std::filesystem::path vocab = opt.vocab.empty() ? opt.model / "vocab.txt" : opt.vocab;
+    if (!std::filesystem::exists(vocab))
+      detail::raise<value_error>("--texts: no vocabulary: '", vocab.string(), "' does not exist (give --vocab FILE)");
+    const auto tok = io::bert_tokenizer::from_vocab_file(vocab);
+    if (static_cast<index_t>(tok.vocab_size()) > cfg.qformer.vocab_size)
+      detail::raise<value_error>("vocabulary '", vocab.string(), "' has ", tok.vocab_size(),
+                                 " tokens but the model's vocab_size is ", cfg.qformer.vocab_size);
+    const index_t max_pos = cfg.qformer.max_position_embeddings;
+    const index_t max_length = opt.max_length > 0 ? opt.max_length : std::min<index_t>(35, max_pos);
+    if (max_length > max_pos)
+      detail::raise<value_error>("--max-length ", max_length, " exceeds the model's max_position_embeddings = ", max_pos);
+    std::vector<std::string> texts;
+    for (const auto& t : opt.texts) texts.push_back(opt.raw_texts ? t : io::lavis_caption(t));
+    const io::tokenized_batch b = tok.encode_batch(texts, static_cast<std::size_t>(max_length));
+    in.Bt = static_cast<index_t>(b.batch);
+    in.T = static_cast<index_t>(b.length);
+    in.ids = dynamic_tensor<index_t>{{in.Bt, in.T}, b.input_ids};
+    in.mask = dynamic_tensor<index_t>{{in.Bt, in.T}, b.attention_mask};
+  }
+#ifdef BLIP2_HAS_IMAGE
+  if (opt.have_images) {
+    const vision_model<float> vit = load_vision_model<float>(opt.model);
+    if (vit.config().hidden_size != cfg.qformer.encoder_hidden_size)
+      detail::raise<value_error>("--model '", opt.model.string(), "': vision_config.hidden_size = ",
+                                 vit.config().hidden_size, " but qformer_config.encoder_hidden_size = ",
+                                 cfg.qformer.encoder_hidden_size);
+    const index_t S = vit.config().image_size, B = static_cast<index_t>(opt.images.size());
+    std::vector<float> pixels(static_cast<std::size_t>(B * 3 * S * S));  // (B, 3, S, S)
+    for (index_t b = 0; b < B; ++b) {
+      const host_tensor<float, 3> chw =
+          io::blip2_eval_transform(io::load_image(opt.images[static_cast<std::size_t>(b)]), static_cast<int>(S));
+      std::copy(chw.data(), chw.data() + 3 * S * S, pixels.data() + b * 3 * S * S);
+    }
+    const host_tensor<float, 3> embeds = vision_forward(be, vit, tensor_view<const float, 4>(pixels.data(), {B, 3, S, S}));
+    in.B = B, in.N = embeds.extent(1), in.E = embeds.extent(2);
+    in.image.shape = {in.B, in.N, in.E};
+    in.image.data.assign(embeds.data(), embeds.data() + embeds.size());
+  }
+#else
+  (void)be;
+#endif
+  return in;
+}
+
 template <class T>
 host_tensor<T, 3> query_rows_by_batch(const qformer_pass_state<T>& st) {  // (B, Q, C) copy of the query rows
   host_tensor<T, 3> out({st.B, st.Lq, st.output().extent(1)});
@@ -151,29 +253,33 @@ template <class Be>
 void run(Be& be, const options& opt) {
   const auto m = load_qformer<float>(opt.model);
   const auto& cfg = m.config();
-  const auto in = read_inputs(opt.inputs, cfg);
-  const index_t B = in.B, Q = cfg.num_query_tokens, C = cfg.qformer.hidden_size, D = cfg.image_text_hidden_size;
+  const auto in = opt.inputs.empty() ? inputs_from_files(be, opt, cfg) : read_inputs(opt.inputs, cfg);
+  const index_t B = in.B, Bt = in.Bt, Q = cfg.num_query_tokens, C = cfg.qformer.hidden_size;
+  const index_t D = cfg.image_text_hidden_size;
   std::vector<safetensors_entry> out;
 
   // image side: cross-attention keys/values of every image, once
   image_kv_state<float> kv;
-  encode_image_kv(be, m, kv, tensor_view<const float, 3>(in.image.data.data(), {B, in.N, in.E}));
-
-  // image pass: queries only -> query_output (B, Q, C), image_feats = normalize(vision_projection) (B, Q, D)
   qformer_pass_state<float> image_pass;
-  qformer_pass_inputs<float> ip;
-  ip.batch = B;
-  ip.queries = true;
-  ip.image = &kv;
-  qformer_forward(be, m, image_pass, ip);
-  const auto query_output = query_rows_by_batch(image_pass);
-  out.push_back(safetensors_entry::of("query_output", query_output));
-  // the projections belong to the retrieval heads: a Blip2ForConditionalGeneration checkpoint has none
+  host_tensor<float, 3> query_output;
   projection_state<float> img_proj;
-  if (cfg.with_text) {
-    projection_forward(be, img_proj, m.w.vision_projection,
-                       tensor_view<const float, 2>(query_output.data(), {B * Q, C}));
-    out.push_back(safetensors_entry::of("image_feats", tensor_view<const float, 3>(img_proj.feats.data(), {B, Q, D})));
+  if (B > 0) {
+    encode_image_kv(be, m, kv, tensor_view<const float, 3>(in.image.data.data(), {B, in.N, in.E}));
+
+    // image pass: queries only -> query_output (B, Q, C), image_feats = normalize(vision_projection) (B, Q, D)
+    qformer_pass_inputs<float> ip;
+    ip.batch = B;
+    ip.queries = true;
+    ip.image = &kv;
+    qformer_forward(be, m, image_pass, ip);
+    query_output = query_rows_by_batch(image_pass);
+    out.push_back(safetensors_entry::of("query_output", query_output));
+    // the projections belong to the retrieval heads: a Blip2ForConditionalGeneration checkpoint has none
+    if (cfg.with_text) {
+      projection_forward(be, img_proj, m.w.vision_projection,
+                         tensor_view<const float, 2>(query_output.data(), {B * Q, C}));
+      out.push_back(safetensors_entry::of("image_feats", tensor_view<const float, 3>(img_proj.feats.data(), {B, Q, D})));
+    }
   }
 
   // text side (optional): text pass -> text_feat, ITC scores; joint pass -> ITM logits
@@ -183,29 +289,34 @@ void run(Be& be, const options& opt) {
   itm_head_state<float> itm;
   if (in.ids) {
     qformer_pass_inputs<float> tp;
-    tp.batch = B;
-    tp.input_ids = tensor_view<const index_t, 2>(in.ids->data.data(), {B, in.T});
-    if (in.mask) tp.attention_mask = tensor_view<const index_t, 2>(in.mask->data.data(), {B, in.T});
+    tp.batch = Bt;
+    tp.input_ids = tensor_view<const index_t, 2>(in.ids->data.data(), {Bt, in.T});
+    if (in.mask) tp.attention_mask = tensor_view<const index_t, 2>(in.mask->data.data(), {Bt, in.T});
     qformer_forward(be, m, text_pass, tp);
-    // position 0 ([CLS]) of every text: the first B rows, (B, C)
-    projection_forward(be, txt_proj, m.w.text_projection, detail::as_const(detail::row_range(text_pass.output(), 0, B)));
-    itc_similarity_forward(be, itc, tensor_view<const float, 3>(img_proj.feats.data(), {B, Q, D}),
-                           detail::as_const(txt_proj.feats));
-
-    qformer_pass_inputs<float> jp = tp;  // [queries ; text], bidirectional, text padding, image b with text b
-    jp.queries = true;
-    jp.image = &kv;
-    jp.attention = qformer_attention::bidirectional;
-    qformer_forward(be, m, joint_pass, jp);
-    itm_head_forward(be, itm, m.w.itm_head, detail::as_const(detail::row_range(joint_pass.output(), 0, Q * B)), B);
-
+    // position 0 ([CLS]) of every text: the first Bt rows, (Bt, C)
+    projection_forward(be, txt_proj, m.w.text_projection, detail::as_const(detail::row_range(text_pass.output(), 0, Bt)));
     out.push_back(safetensors_entry::of("text_feat", txt_proj.feats));
-    out.push_back(safetensors_entry::of("itc_scores", itc.sim));
-    out.push_back(safetensors_entry::of("itm_logits", itm.logits));
+    if (B > 0) {
+      itc_similarity_forward(be, itc, tensor_view<const float, 3>(img_proj.feats.data(), {B, Q, D}),
+                             detail::as_const(txt_proj.feats));
+      out.push_back(safetensors_entry::of("itc_scores", itc.sim));
+    }
+    if (B > 0 && B == Bt) {
+      qformer_pass_inputs<float> jp = tp;  // [queries ; text], bidirectional, text padding, image b with text b
+      jp.queries = true;
+      jp.image = &kv;
+      jp.attention = qformer_attention::bidirectional;
+      qformer_forward(be, m, joint_pass, jp);
+      itm_head_forward(be, itm, m.w.itm_head, detail::as_const(detail::row_range(joint_pass.output(), 0, Q * B)), B);
+      out.push_back(safetensors_entry::of("itm_logits", itm.logits));
+    } else if (B > 0) {
+      std::printf("qformer_features: note: %lld images and %lld texts: itm_logits (image b with text b) needs equal "
+                  "counts and is not written\n", static_cast<long long>(B), static_cast<long long>(Bt));
+    }
   }
   save_safetensors(opt.output, out, {{"format", "pt"}, {"backend", Be::name}});
-  std::printf("qformer_features: %s backend, %lld image(s)%s -> %s\n", Be::name, static_cast<long long>(B),
-              in.ids ? " and text(s)" : "", opt.output.string().c_str());
+  std::printf("qformer_features: %s backend, %lld image(s) and %lld text(s) -> %s\n", Be::name,
+              static_cast<long long>(B), static_cast<long long>(Bt), opt.output.string().c_str());
 }
 
 }  // namespace
