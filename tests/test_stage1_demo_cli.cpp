@@ -5,7 +5,7 @@
 //     one row per step, the ITC loss of the last tenth of the steps is below its first value (ln 48, the
 //     untrained batch); losses.png is a PNG; the last line of stdout is the JSON with the promised keys,
 //     100 candidates and the re-ranked ranking; and it learned: ITC R@5 both ways >= 0.5 where chance is
-//     0.05. (150 steps reach 0.80-0.93 on seeds 1-3; 0.5 leaves room for oneDNN versions whose sums round
+//     0.05. (150 steps reach 0.84-0.96 on seeds 1-3; 0.5 leaves room for oneDNN versions whose sums round
 //     differently, without letting an untrained model through: its R@5 is 0.05 +- 0.02.) It runs on one
 //     OpenMP thread.
 //   - `--objectives itc`: ITM and ITG are off (their losses are 0 in the CSV, the JSON says ranking itc);
