@@ -33,7 +33,6 @@
 //                the environment variable BLIP2_PROFILE=1 does the same
 // Every timed case runs once first (primitive creation, first touch), then `reps` times; medians.
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -41,21 +40,13 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <map>
 #include <string>
 #include <vector>
 
-#include <sys/resource.h>
 #include <unistd.h>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
-#include "blip2/backend/onednn/onednn.hpp"
+#include "bench_common.hpp"
 #include "blip2/backend/reference/reference_backend.hpp"
-#include "blip2/core/host_tensor.hpp"
-#include "blip2/nn/matmul.hpp"
 #include "blip2/nn/qformer.hpp"
 
 #ifndef BLIP2_PEER_SCRIPT
@@ -63,78 +54,18 @@
 #endif
 
 using namespace blip2;
-using clk = std::chrono::steady_clock;
+using namespace blip2::bench;
 
 namespace {
 
 constexpr index_t Q = 32, N = 257, E = 1408;
 
-struct settings {
-  bool quick = false, profile = false, peer = true, bf16_peer = true, reference = true, reference_b8 = false;
+struct settings : peer_flags {
+  bool quick = false, bf16_peer = true, reference = true, reference_b8 = false;
   std::vector<index_t> batches{1, 8};
-  int reps = 10, bf16_reps = 2, threads = 0;
-  std::string peer_script = BLIP2_PEER_SCRIPT, python = "/usr/bin/python3";
+  int bf16_reps = 2;
+  settings() { reps = 10; peer_script = BLIP2_PEER_SCRIPT; }
 } cfg;
-
-double now_s() { return std::chrono::duration<double>(clk::now().time_since_epoch()).count(); }
-
-std::string loadavg() {
-  std::ifstream f("/proc/loadavg");
-  std::string a, b, c;
-  f >> a >> b >> c;
-  return a + " " + b + " " + c;
-}
-std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  for (std::string line; std::getline(f, line);)
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "unknown";
-}
-
-struct timing {
-  double median_s = 0, min_s = 0, max_s = 0;
-  int runs = 0;
-};
-
-// How much CPU other processes took while a section ran, in cores: all busy CPU time (/proc/stat) minus
-// this process's and its children's (getrusage), over the wall time. Near 0: a clean measurement; on a
-// shared machine every OpenMP barrier waits while another process holds a core, so > 0.1 taints it.
-struct cpu_snapshot {
-  double wall = 0, busy = 0, own = 0;
-};
-cpu_snapshot cpu_now() {
-  cpu_snapshot s;
-  s.wall = now_s();
-  std::ifstream f("/proc/stat");
-  std::string cpu;
-  double v[8] = {};
-  f >> cpu >> v[0] >> v[1] >> v[2] >> v[3] >> v[4] >> v[5] >> v[6] >> v[7];  // user nice system idle iowait irq softirq steal
-  const double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
-  s.busy = (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / hz;
-  for (int who : {RUSAGE_SELF, RUSAGE_CHILDREN}) {
-    rusage u{};
-    getrusage(who, &u);
-    s.own += u.ru_utime.tv_sec + 1e-6 * u.ru_utime.tv_usec + u.ru_stime.tv_sec + 1e-6 * u.ru_stime.tv_usec;
-  }
-  return s;
-}
-double others_cores(const cpu_snapshot& a, const cpu_snapshot& b) {
-  return std::max(0.0, ((b.busy - a.busy) - (b.own - a.own)) / std::max(b.wall - a.wall, 1e-9));
-}
-// One untimed call, then reps timed calls; the median.
-template <class Fn>
-timing measure(Fn&& fn, int reps) {
-  fn();
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    const double t0 = now_s();
-    fn();
-    t.push_back(now_s() - t0);
-  }
-  std::sort(t.begin(), t.end());
-  const std::size_t n = t.size();
-  return {n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]), t.front(), t.back(), static_cast<int>(n)};
-}
 
 // Two cases measured alternately (A B A B ...: a machine whose load changes treats both alike).
 template <class FnA, class FnB>
@@ -150,50 +81,11 @@ std::pair<timing, timing> measure_pair(FnA&& a, FnB&& b, int reps) {
     b();
     tb.push_back(now_s() - t0);
   }
-  auto summary = [](std::vector<double>& t) {
-    std::sort(t.begin(), t.end());
-    const std::size_t n = t.size();
-    return timing{n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]), t.front(), t.back(), static_cast<int>(n)};
-  };
-  return {summary(ta), summary(tb)};
+  return {summarize(ta), summarize(tb)};
 }
 
-// ---- weights and images: the hash both programs use (image_pass_torch.py's values()) ----
-// splitmix64 of (ordinal << 32) + i, its top 24 bits as a float in [-1, 1)
-float unit(std::uint64_t ordinal, std::uint64_t i) {
-  std::uint64_t x = (ordinal << 32) + i + 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  x ^= x >> 31;
-  return static_cast<float>(2.0 * static_cast<double>(x >> 40) / static_cast<double>(1u << 24) - 1.0);
-}
-constexpr std::uint64_t image_ordinal = 1u << 20;
-
-bool ends_with(const std::string& s, const std::string& tail) {
-  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-}
-
-// Parameter t (in for_each_parameter order): weights 0.05 u, biases 0.02 u, LayerNorm 1 + 0.1 u and 0.02 u,
-// query tokens u (u uniform in [-1, 1)).
-void fill_model(qformer_model<float>& m) {
-  std::uint64_t ordinal = 0;
-  for_each_parameter(m.config(), m.w, [&](const std::string& name, auto& v) {
-    const bool norm = name.find("LayerNorm.") != std::string::npos || name.find("layernorm.") != std::string::npos;
-    float scale = 1, shift = 0;
-    if (name == "query_tokens")
-      scale = 1;
-    else if (norm && ends_with(name, ".weight"))
-      scale = 0.1f, shift = 1;
-    else if (ends_with(name, ".weight"))
-      scale = 0.05f;
-    else
-      scale = 0.02f;
-    float* p = v.data();
-    for (index_t i = 0; i < v.size(); ++i) p[i] = shift + scale * unit(ordinal, static_cast<std::uint64_t>(i));
-    ++ordinal;
-  });
-}
-
+// The images (B, N, E), flattened from the hash at image_ordinal (image 0 is the same for every B); the
+// weights: fill_hashed. The peer generates both the same way (peers/peer_common.py).
 host_tensor<float, 3> make_images(index_t B) {
   host_tensor<float, 3> img({B, N, E});
   for (index_t i = 0; i < img.size(); ++i) img[i] = unit(image_ordinal, static_cast<std::uint64_t>(i));
@@ -218,17 +110,6 @@ flop_count pass_flops(const qformer_config& q, index_t B) {
   return f;
 }
 
-// ---- a profiling backend: the oneDNN kernels, each call timed under its op name and shape ----
-struct op_stats {
-  int calls = 0;
-  double seconds = 0, flops = 0;
-};
-struct profiled_onednn : onednn_backend {
-  using memory_space = host_space;
-  static constexpr const char* name = "onednn (profiled)";
-  std::map<std::string, op_stats> stats;
-};
-
 template <class V>
 std::string shape_of(const V& v) {
   std::string s = "(";
@@ -241,38 +122,25 @@ std::string shape_of(const V& v) {
 
 }  // namespace
 
-template <class Op>
-struct blip2::kernel<profiled_onednn, Op> {
-  template <class... A>
-  static void run(profiled_onednn& be, A&&... a) {
-    const double t0 = now_s();
-    kernel<onednn_backend, Op>::run(static_cast<onednn_backend&>(be), a...);
-    const double dt = now_s() - t0;
-    std::string key(Op::name);
-    double flops = 0;
-    const auto args = std::forward_as_tuple(a...);
-    if constexpr (std::is_same_v<Op, op::linear_forward>) {
-      const auto& inp = std::get<1>(args);
-      const auto& w = std::get<2>(args);
-      flops = 2.0 * inp.extent(0) * inp.extent(1) * w.extent(0);
-      key += " " + std::to_string(inp.extent(0)) + "x" + std::to_string(inp.extent(1)) + " -> " +
-             std::to_string(w.extent(0));
-    } else if constexpr (std::is_same_v<Op, op::attention_forward>) {
-      const auto& q = std::get<2>(args);
-      const auto& k = std::get<3>(args);
-      flops = 4.0 * q.extent(0) * q.extent(1) * k.extent(1) * q.extent(2);
-      key += " B" + std::to_string(q.extent(0)) + " T" + std::to_string(q.extent(1)) + " S" + std::to_string(k.extent(1));
-    } else if constexpr (std::is_same_v<Op, op::layer_norm_forward> || std::is_same_v<Op, op::gelu_forward>) {
-      key += " " + shape_of(std::get<0>(args));
-    } else if constexpr (std::is_same_v<Op, op::copy> || std::is_same_v<Op, op::axpy>) {
-      key += " " + shape_of(std::get<0>(args));
-    }
-    auto& s = be.stats[key];
-    ++s.calls;
-    s.seconds += dt;
-    s.flops += flops;
+// ---- the per-op profile (--profile): each kernel call under its op name and shape ----
+template <class Op, class... A>
+std::string bench::profile_key(const A&... a) {
+  std::string key(Op::name);
+  const auto args = std::forward_as_tuple(a...);
+  if constexpr (std::is_same_v<Op, op::linear_forward>) {
+    const auto& inp = std::get<1>(args);
+    key += " " + std::to_string(inp.extent(0)) + "x" + std::to_string(inp.extent(1)) + " -> " +
+           std::to_string(std::get<2>(args).extent(0));
+  } else if constexpr (std::is_same_v<Op, op::attention_forward>) {
+    const auto& q = std::get<2>(args);
+    key += " B" + std::to_string(q.extent(0)) + " T" + std::to_string(q.extent(1)) + " S" +
+           std::to_string(std::get<3>(args).extent(1));
+  } else if constexpr (std::is_same_v<Op, op::layer_norm_forward> || std::is_same_v<Op, op::gelu_forward> ||
+                       std::is_same_v<Op, op::copy> || std::is_same_v<Op, op::axpy>) {
+    key += " " + shape_of(std::get<0>(args));
   }
-};
+  return key;
+}
 
 namespace {
 
@@ -308,56 +176,16 @@ struct peer_result {
   }
 };
 
-// The value after "key": in one JSON line (numbers and plain strings only).
-bool json_field(const std::string& line, const std::string& key, std::string& out) {
-  const auto at = line.find("\"" + key + "\":");
-  if (at == std::string::npos) return false;
-  std::size_t p = at + key.size() + 3;
-  while (p < line.size() && line[p] == ' ') ++p;
-  if (p < line.size() && line[p] == '"') {
-    const auto end = line.find('"', p + 1);
-    out = line.substr(p + 1, end - p - 1);
-  } else {
-    const auto end = line.find_first_of(",}", p);
-    out = line.substr(p, end - p);
-  }
-  return true;
-}
-
 peer_result run_peer(int threads, const std::string& batches, const std::string& dump_dir) {
   peer_result r;
-  namespace fs = std::filesystem;
-  if (!fs::exists(cfg.python)) {
-    r.note = cfg.python + " not found";
-    return r;
-  }
-  if (!fs::exists(cfg.peer_script)) {
-    r.note = cfg.peer_script + " not found (give --peer PATH)";
-    return r;
-  }
-  // torch present? (a quick import, so the note can say so instead of a traceback)
-  if (std::system((cfg.python + " -c 'import torch, numpy' >/dev/null 2>&1").c_str()) != 0) {
-    r.note = cfg.python + " cannot import torch and numpy (apt-get install python3-torch)";
-    return r;
-  }
+  r.note = peer_unavailable(cfg.python, cfg.peer_script);
+  if (!r.note.empty()) return r;
   std::string cmd = cfg.python + " " + cfg.peer_script + " --threads " + std::to_string(threads) + " --batches " +
                     batches + " --reps " + std::to_string(cfg.reps) + " --dump " + dump_dir;
   if (cfg.bf16_peer)
     cmd += " --bf16 --bf16-batches 1 --bf16-reps " + std::to_string(cfg.bf16_reps) + " --matmul-probe 1024";
-  std::printf("running the PyTorch peer: %s\n", cmd.c_str());
-  std::fflush(stdout);
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) {
-    r.note = "popen failed";
-    return r;
-  }
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, p)) r.json += buf;
-  const int status = pclose(p);
-  if (status != 0) {
-    r.note = "the peer exited with status " + std::to_string(status);
-    return r;
-  }
+  r.note = run_peer_command(cmd, [&](const std::string& line) { r.json += line; });
+  if (!r.note.empty()) return r;
   std::size_t pos = 0;
   while (pos < r.json.size()) {
     const auto end = r.json.find('\n', pos);
@@ -443,19 +271,6 @@ void bf16_probe(double f32_gflops, index_t P) {
   }
 }
 
-const char* isa_name(dnnl::cpu_isa isa) {
-  switch (isa) {
-    case dnnl::cpu_isa::sse41: return "sse41";
-    case dnnl::cpu_isa::avx: return "avx";
-    case dnnl::cpu_isa::avx2: return "avx2";
-    case dnnl::cpu_isa::avx512_core: return "avx512_core";
-    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
-    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
-    case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
-    default: return "other";
-  }
-}
-
 struct result_row {
   std::string backend;
   index_t B;
@@ -470,21 +285,10 @@ struct result_row {
 int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+    auto next = [&] { return flag_value(argc, argv, i); };
     if (a == "--quick") cfg.quick = true, cfg.reps = 3, cfg.bf16_reps = 1;
-    else if (a == "--reps") cfg.reps = std::max(1, std::stoi(next()));
-    else if (a == "--threads") cfg.threads = std::stoi(next());
-    else if (a == "--profile") cfg.profile = true;
-    else if (a == "--no-peer") cfg.peer = false;
+    else if (read_peer_flag(a, next, cfg)) continue;
     else if (a == "--no-bf16-peer") cfg.bf16_peer = false;
-    else if (a == "--peer") cfg.peer_script = next();
-    else if (a == "--python") cfg.python = next();
     else if (a == "--reference-b8") cfg.reference_b8 = true;
     else if (a == "--no-reference") cfg.reference = false;
     else if (a == "--batches") {
@@ -504,33 +308,16 @@ int main(int argc, char** argv) {
     }
   }
   if (const char* e = std::getenv("BLIP2_PROFILE"); e && *e && std::strcmp(e, "0") != 0) cfg.profile = true;
-  int threads = 1;
-#if defined(_OPENMP)
-  if (cfg.threads > 0) omp_set_num_threads(cfg.threads);
-  threads = omp_get_max_threads();
-#endif
+  const int threads = set_threads(cfg.threads);
   const double start = now_s();
-  const auto* ver = dnnl_version();
-  std::printf("bench_image_pass%s: CPU %s, oneDNN %d.%d.%d (ISA %s), %d threads, load average %s (1, 5, 15 min)\n",
-              cfg.quick ? " --quick" : "", cpu_model().c_str(), ver->major, ver->minor, ver->patch,
-              isa_name(dnnl::get_effective_cpu_isa()), threads, loadavg().c_str());
+  print_banner("bench_image_pass", cfg.quick, threads);
   std::printf("each case: 1 untimed run, then %d timed; medians\n\n", cfg.reps);
 
   onednn_backend be;
   // ---- the practical peak: one large f32 matmul through oneDNN ----
   const index_t P = 2048;
-  host_tensor<float, 2> pa({P, P}), pb({P, P}), pc({P, P});
-  for (index_t i = 0; i < pa.size(); ++i) pa[i] = unit(7, i), pb[i] = unit(8, i);
-  auto peak = [&](const char* when) {
-    const auto c0 = cpu_now();
-    const timing t = measure([&] { matmul(be, pc, pa, pb); }, cfg.quick ? 5 : 10);
-    const double g = 2.0 * P * P * P / t.median_s * 1e-9;
-    std::printf("practical peak (%s): oneDNN f32 matmul 2048^3: %.1f ms, %.1f GFLOP/s (load average %s; other "
-                "processes %.2f cores)\n",
-                when, t.median_s * 1e3, g, loadavg().c_str(), others_cores(c0, cpu_now()));
-    std::fflush(stdout);
-    return g;
-  };
+  peak_operands peak_ab(P);
+  auto peak = [&](const char* when) { return print_peak(be, peak_ab, when, cfg.quick ? 5 : 10); };
   const double peak_start = peak("start");
   bf16_probe(peak_start, P);
 
@@ -538,7 +325,7 @@ int main(int argc, char** argv) {
   qformer_model_config mc;
   mc.with_text = false;
   qformer_model<float> m(mc);
-  fill_model(m);
+  fill_hashed(m);
   const auto& qc = mc.qformer;
   {
     const flop_count f = pass_flops(qc, 1);
@@ -597,8 +384,7 @@ int main(int argc, char** argv) {
       const double t0 = now_s();
       for (int r = 0; r < preps; ++r) image_pass(pbe, m, pkv, pst, images);
       const double total = (now_s() - t0) / preps;
-      std::vector<std::pair<std::string, op_stats>> v(pbe.stats.begin(), pbe.stats.end());
-      std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.second.seconds > b.second.seconds; });
+      const auto v = by_time(pbe.stats);
       double in_ops = 0, counted = 0;
       for (const auto& [k, s] : v) in_ops += s.seconds / preps, counted += s.flops / preps;
       std::printf("\nper-op breakdown, oneDNN, B=%ld (mean of %d passes: %.1f ms a pass, %.1f ms in kernels; FLOP "
@@ -623,13 +409,8 @@ int main(int argc, char** argv) {
   peer_result peer;
   if (cfg.peer) {
     std::printf("\n");
-    std::string list;
-    for (index_t B : batches) {
-      if (!list.empty()) list += ',';
-      list += std::to_string(B);
-    }
     const auto c0 = cpu_now();
-    peer = run_peer(threads, list, dump.string());
+    peer = run_peer(threads, join(batches), dump.string());
     peer.others = others_cores(c0, cpu_now());
     if (peer.ok)
       std::printf("%s", peer.json.c_str());
@@ -668,8 +449,7 @@ int main(int argc, char** argv) {
   if (peer.ok && cfg.bf16_peer && !peer.find("bf16 autocast", 8) && std::count(batches.begin(), batches.end(), 8))
     rows.push_back({"pytorch bf16 autocast", 8, {}, 0, "skipped: B=1 only (tens of seconds per pass here)"});
   std::printf("\n");
-  const double peak_end = peak("end");
-  const double pk = std::max(peak_start, peak_end);
+  const double peak_end = peak("end"), pk = std::max(peak_start, peak_end);  // "% peak" against the higher
 
   // ---- the table ----
   std::printf("\n%-22s %2s %5s %11s %9s %9s %7s %11s %7s\n", "backend", "B", "runs", "median ms", "images/s", "GFLOP/s",

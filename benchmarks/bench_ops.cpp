@@ -14,24 +14,20 @@
 // Sizes: B 8, Q 32 queries, T 32 text, C 768, NH 12, FFN 3072, N 257 image tokens of width E 1408,
 // V 30522, D 256.
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <string>
 #include <vector>
 
-#include <sys/resource.h>
 #include <unistd.h>
 
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
 
-#include "blip2/backend/onednn/onednn.hpp"
+#include "bench_common.hpp"
 #include "blip2/backend/reference/reference_backend.hpp"
-#include "blip2/core/host_tensor.hpp"
 #include "blip2/core/rng.hpp"
 #include "blip2/loss/cross_entropy.hpp"
 #include "blip2/nn/attention.hpp"
@@ -49,7 +45,6 @@
 #include "blip2/nn/softmax.hpp"
 
 using namespace blip2;
-using clk = std::chrono::steady_clock;
 
 constexpr index_t B = 8, Q = 32, T = 32, L = Q + T, C = 768, NH = 12, F = 3072, N = 257, E = 1408, V = 30522,
                   D = 256;
@@ -63,7 +58,12 @@ struct settings {
   double quiet_wait_s = 900;  // in all, waiting for other processes to stop (see measure())
 } cfg;
 
-double now_s() { return std::chrono::duration<double>(clk::now().time_since_epoch()).count(); }
+using bench::cpu_model;
+using bench::cpu_now;
+using bench::cpu_times;
+using bench::loadavg;
+using bench::median;
+using bench::now_s;
 
 struct timing {
   double median_s;
@@ -72,31 +72,8 @@ struct timing {
   bool contended = false;  // others >= 0.1 core and >= 30 ms of CPU (3 ticks of /proc/stat)
 };
 
-// CPU seconds: all cores busy (from /proc/stat, steal included) and this process's own (getrusage).
-struct cpu_times {
-  double busy = 0, steal = 0, self = 0, wall = 0;
-};
-cpu_times cpu_now() {
-  cpu_times c;
-  std::ifstream f("/proc/stat");
-  std::string cpu;
-  long long user = 0, nice = 0, sys = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
-  f >> cpu >> user >> nice >> sys >> idle >> iowait >> irq >> softirq >> steal;
-  const double tick = 1.0 / static_cast<double>(sysconf(_SC_CLK_TCK));
-  c.busy = static_cast<double>(user + nice + sys + irq + softirq) * tick;
-  c.steal = static_cast<double>(steal) * tick;
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  c.self = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-           1e-6 * static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
-  c.wall = now_s();
-  return c;
-}
-// Other processes' CPU time between two readings, in cores (1.0 = one core kept busy all along).
-double others_since(const cpu_times& a, const cpu_times& b) {
-  const double other = (b.busy - a.busy) + (b.steal - a.steal) - (b.self - a.self);
-  return std::max(0.0, other) / std::max(b.wall - a.wall, 1e-3);
-}
+// Other processes' CPU time between two readings, in cores (1.0 = one core kept busy all along; steal included).
+double others_since(const cpu_times& a, const cpu_times& b) { return bench::others_cores(a, b); }
 
 // Sleep until other processes have used < 5% of a core for 2 s; false when the total wait is used up.
 int redone = 0;
@@ -150,9 +127,7 @@ timing measure_once(Fn&& fn) {
     for (int i = 0; i < inner; ++i) fn();
     samples.push_back((now_s() - t0) / inner);
   }
-  std::sort(samples.begin(), samples.end());
-  const std::size_t n = samples.size();
-  return {n % 2 ? samples[n / 2] : 0.5 * (samples[n / 2 - 1] + samples[n / 2]), static_cast<int>(n)};
+  return {median(samples), static_cast<int>(samples.size())};
 }
 
 enum class unit { gflops, gbytes };
@@ -197,7 +172,7 @@ onednn_backend* dnn = nullptr;
 
 // fn(be) on the reference (unless skip_ref) and on oneDNN; rows printed, the reference time returned.
 template <class Fn>
-double bench(const std::string& op, const std::string& shape, const char* dir, double work, unit u, Fn&& fn,
+double run_case(const std::string& op, const std::string& shape, const char* dir, double work, unit u, Fn&& fn,
              bool skip_ref = false) {
   reference_backend ref;
   timing r{0, 0};
@@ -251,7 +226,7 @@ void bench_linear(const char* what, index_t R, index_t K, index_t Nn) {
   const std::string op = std::string("linear ") + what;
   const std::string shape = dims({R, K}) + " -> " + dims({R, Nn});
   const double flops = 2.0 * R * K * Nn;
-  const double ref_s = bench(op, shape, "fwd", flops, unit::gflops, [&](auto& be) { linear_forward(be, out, x, w, b); });
+  const double ref_s = run_case(op, shape, "fwd", flops, unit::gflops, [&](auto& be) { linear_forward(be, out, x, w, b); });
   add_row(op, shape, "fwd", "raw loop", measure([&] { raw_linear(out.data(), x.data(), w.data(), b.data(), R, K, Nn); }),
             flops, unit::gflops, ref_s);
   add_row(op, shape, "fwd", "raw loop+simd",
@@ -259,7 +234,7 @@ void bench_linear(const char* what, index_t R, index_t K, index_t Nn) {
             unit::gflops, ref_s);
   // the reference backward walks columns of dout and inp (dweight) and of weight (dinp): seconds per call at
   // the larger shapes, so --quick leaves it out there
-  bench(op, shape, "bwd", 2 * flops, unit::gflops, [&](auto& be) { linear_backward(be, dx, dw, db, dout, x, w); },
+  run_case(op, shape, "bwd", 2 * flops, unit::gflops, [&](auto& be) { linear_backward(be, dx, dw, db, dout, x, w); },
         cfg.quick && flops > 1e9);
 }
 
@@ -273,23 +248,10 @@ void bench_attention(const char* what, index_t Tq, index_t S, const Mask& mask, 
   const std::string shape = "B" + std::to_string(B) + " T" + std::to_string(Tq) + " S" + std::to_string(S) +
                             " C" + std::to_string(C) + " NH" + std::to_string(NH);
   const double flops = 4.0 * B * Tq * S * C;  // q k^T and probs v
-  bench(op, shape, "fwd", flops, unit::gflops,
+  run_case(op, shape, "fwd", flops, unit::gflops,
         [&](auto& be) { attention_forward(be, out, cache, q, k, v, NH, mask, pad); });
-  bench(op, shape, "bwd", 2 * flops, unit::gflops,
+  run_case(op, shape, "bwd", 2 * flops, unit::gflops,
         [&](auto& be) { attention_backward(be, dq, dk, dv, dout, q, k, v, cache, NH, mask, pad); });
-}
-
-std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  for (std::string line; std::getline(f, line);)
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "unknown";
-}
-std::string loadavg() {
-  std::ifstream f("/proc/loadavg");
-  std::string a, b, c;
-  f >> a >> b >> c;
-  return a + " " + b + " " + c;
 }
 
 }  // namespace
@@ -332,11 +294,11 @@ int main(int argc, char** argv) {
   {
     auto img = rnd<2>({B * Q, D}, 12), txt = rnd<2>({B, D}, 13);
     host_tensor<float, 2> sim({B * Q, B});
-    bench("matmul ITC sim", "(256,256) x (256,8)^T", "fwd", 2.0 * B * Q * D * B, unit::gflops,
+    run_case("matmul ITC sim", "(256,256) x (256,8)^T", "fwd", 2.0 * B * Q * D * B, unit::gflops,
           [&](auto& b) { matmul(b, sim, img, transpose(txt.view())); });
     auto qh = rnd<3>({B * NH, L, C / NH}, 14), kh = rnd<3>({B * NH, L, C / NH}, 15);
     host_tensor<float, 3> s({B * NH, L, L});
-    bench("matmul q k^T", "96 x (64,64) x (64,64)^T", "fwd", 2.0 * B * NH * L * L * (C / NH), unit::gflops,
+    run_case("matmul q k^T", "96 x (64,64) x (64,64)^T", "fwd", 2.0 * B * NH * L * L * (C / NH), unit::gflops,
           [&](auto& b) { matmul(b, s, qh, transpose(kh.view())); });
   }
 
@@ -357,35 +319,35 @@ int main(int argc, char** argv) {
     host_tensor<float, 1> mean({B * L}), rstd({B * L}), dw({C}), db({C});
     const layer_norm_cache<float> cache{mean.view(), rstd.view()};
     const double n = double(B * L) * C;
-    bench("layer_norm", dims({B * L, C}), "fwd", 8 * n, unit::gbytes,
+    run_case("layer_norm", dims({B * L, C}), "fwd", 8 * n, unit::gbytes,
           [&](auto& be) { layer_norm_forward(be, out, cache, x, w, b, 1e-12); });
-    bench("layer_norm", dims({B * L, C}), "bwd", 12 * n, unit::gbytes,
+    run_case("layer_norm", dims({B * L, C}), "bwd", 12 * n, unit::gbytes,
           [&](auto& be) { layer_norm_backward(be, dx, dw, db, dout, x, w, cache); });
-    bench("dropout p=0.1", dims({B * L, C}), "fwd", 8 * n, unit::gbytes,
+    run_case("dropout p=0.1", dims({B * L, C}), "fwd", 8 * n, unit::gbytes,
           [&](auto& be) { dropout_forward(be, out, x, 0.1, 42); });
-    bench("dropout p=0.1", dims({B * L, C}), "bwd", 8 * n, unit::gbytes,
+    run_case("dropout p=0.1", dims({B * L, C}), "bwd", 8 * n, unit::gbytes,
           [&](auto& be) { dropout_backward(be, dx, dout, 0.1, 42); });
-    bench("axpy (residual)", dims({B * L, C}), "fwd", 12 * n, unit::gbytes, [&](auto& be) { axpy(be, out, x); });
+    run_case("axpy (residual)", dims({B * L, C}), "fwd", 12 * n, unit::gbytes, [&](auto& be) { axpy(be, out, x); });
     host_tensor<float, 3> hq({B, Q, C});
     const tensor_view<const float, 3> queries(x.data(), {B, Q, C}, {L * C, C, 1});  // h[:, :Q] of (B, L, C)
-    bench("copy (query slice)", dims({B, L, C}) + "[:, :32]", "fwd", 8.0 * B * Q * C, unit::gbytes,
+    run_case("copy (query slice)", dims({B, L, C}) + "[:, :32]", "fwd", 8.0 * B * Q * C, unit::gbytes,
           [&](auto& be) { copy(be, hq, queries); });
   }
   {
     auto x = rnd<2>({B * Q, F}, 24), dout = rnd<2>({B * Q, F}, 25);
     host_tensor<float, 2> out({B * Q, F}), dx({B * Q, F});
     const double n = double(B * Q) * F;
-    bench("gelu", dims({B * Q, F}), "fwd", 8 * n, unit::gbytes, [&](auto& be) { gelu_forward(be, out, x); });
-    bench("gelu", dims({B * Q, F}), "bwd", 12 * n, unit::gbytes, [&](auto& be) { gelu_backward(be, dx, dout, x); });
+    run_case("gelu", dims({B * Q, F}), "fwd", 8 * n, unit::gbytes, [&](auto& be) { gelu_forward(be, out, x); });
+    run_case("gelu", dims({B * Q, F}), "bwd", 12 * n, unit::gbytes, [&](auto& be) { gelu_backward(be, dx, dout, x); });
   }
   {
     const index_t R = B * NH * Q;  // cross-attention probability rows
     auto x = rnd<2>({R, N}, 26, 4.0f), dout = rnd<2>({R, N}, 27);
     host_tensor<float, 2> out({R, N}), dx({R, N});
     const double n = double(R) * N;
-    bench("softmax", dims({R, N}), "fwd", 8 * n, unit::gbytes, [&](auto& be) { softmax_forward(be, out, x); });
+    run_case("softmax", dims({R, N}), "fwd", 8 * n, unit::gbytes, [&](auto& be) { softmax_forward(be, out, x); });
     softmax_forward(*dnn, out, x);
-    bench("softmax", dims({R, N}), "bwd", 12 * n, unit::gbytes, [&](auto& be) { softmax_backward(be, dx, dout, out); });
+    run_case("softmax", dims({R, N}), "bwd", 12 * n, unit::gbytes, [&](auto& be) { softmax_backward(be, dx, dout, out); });
   }
   {
     host_tensor<index_t, 2> ids({B, T});
@@ -395,9 +357,9 @@ int main(int argc, char** argv) {
     host_tensor<float, 3> out({B, T, C});
     host_tensor<float, 2> dtable({V, C});
     const double n = double(B * T) * C;
-    bench("embedding (words)", dims({B, T}) + " of " + dims({V, C}), "fwd", 8 * n, unit::gbytes,
+    run_case("embedding (words)", dims({B, T}) + " of " + dims({V, C}), "fwd", 8 * n, unit::gbytes,
           [&](auto& be) { embedding_forward(be, out, ids, table); });
-    bench("embedding (words)", dims({B, T}) + " of " + dims({V, C}), "bwd", 12 * n, unit::gbytes,
+    run_case("embedding (words)", dims({B, T}) + " of " + dims({V, C}), "bwd", 12 * n, unit::gbytes,
           [&](auto& be) { embedding_backward(be, dtable, dout, ids); });
   }
   {
@@ -406,9 +368,9 @@ int main(int argc, char** argv) {
     host_tensor<float, 1> norm({B * Q});
     const l2_normalize_cache<float> cache{norm.view()};
     const double n = double(B * Q) * D;
-    bench("l2_normalize", dims({B * Q, D}), "fwd", 8 * n, unit::gbytes,
+    run_case("l2_normalize", dims({B * Q, D}), "fwd", 8 * n, unit::gbytes,
           [&](auto& be) { l2_normalize_forward(be, out, x, cache); });
-    bench("l2_normalize", dims({B * Q, D}), "bwd", 12 * n, unit::gbytes,
+    run_case("l2_normalize", dims({B * Q, D}), "bwd", 12 * n, unit::gbytes,
           [&](auto& be) { l2_normalize_backward(be, dx, dout, x, cache); });
   }
   {
@@ -418,9 +380,9 @@ int main(int argc, char** argv) {
     host_tensor<index_t, 1> arg({B * B});
     host_tensor<float, 2> dsim({B * B, Q});
     const double n = double(B * B) * Q;
-    bench("row_max (ITC)", dims({B * B, Q}), "fwd", 4 * n + 12.0 * B * B, unit::gbytes,
+    run_case("row_max (ITC)", dims({B * B, Q}), "fwd", 4 * n + 12.0 * B * B, unit::gbytes,
           [&](auto& be) { row_max_forward(be, mx, arg, sim); });
-    bench("row_max (ITC)", dims({B * B, Q}), "bwd", 4 * n + 12.0 * B * B, unit::gbytes,
+    run_case("row_max (ITC)", dims({B * B, Q}), "bwd", 4 * n + 12.0 * B * B, unit::gbytes,
           [&](auto& be) { row_max_backward(be, dsim, dmax, arg); });
   }
   {
@@ -433,9 +395,9 @@ int main(int argc, char** argv) {
     host_tensor<float, 2> dlogits({R, V});
     const cross_entropy_cache<float> cache{lse.view(), count.view()};
     const double n = double(R) * V;
-    bench("cross_entropy (ITG)", dims({R, V}) + " eps 0.1", "fwd", 4 * n, unit::gbytes,
+    run_case("cross_entropy (ITG)", dims({R, V}) + " eps 0.1", "fwd", 4 * n, unit::gbytes,
           [&](auto& be) { cross_entropy_forward(be, loss, row_loss, cache, logits, targets, 0.1); });
-    bench("cross_entropy (ITG)", dims({R, V}) + " eps 0.1", "bwd", 8 * n, unit::gbytes,
+    run_case("cross_entropy (ITG)", dims({R, V}) + " eps 0.1", "bwd", 8 * n, unit::gbytes,
           [&](auto& be) { cross_entropy_backward(be, dlogits, dloss, logits, targets, cache, 0.1); });
   }
   const auto [peak_end_t, peak_end] = peak();

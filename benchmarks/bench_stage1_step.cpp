@@ -36,30 +36,19 @@
 //                       torch), to separate the algorithm from the implementation
 //   --profile           a per-op breakdown of one oneDNN step (calls, ms, share)
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
-#include <map>
-#include <optional>
 #include <string>
 #include <vector>
 
 #include <sys/resource.h>
 #include <unistd.h>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
-#include "blip2/backend/onednn/onednn.hpp"
-#include "blip2/core/host_tensor.hpp"
+#include "bench_common.hpp"
 #include "blip2/mining/blip2_sampler.hpp"
-#include "blip2/nn/matmul.hpp"
 #include "blip2/optim/adamw.hpp"
 #include "blip2/train/stage1_step.hpp"
 
@@ -68,6 +57,7 @@
 #endif
 
 using namespace blip2;
+using namespace blip2::bench;
 
 namespace {
 
@@ -75,29 +65,13 @@ constexpr index_t N_IMG = 257, E_IMG = 1408, VOCAB = 30523;
 constexpr index_t CLS_ID = 101, PAD_ID = 0;
 constexpr double LR = 1e-4;
 
-struct settings {
-  bool quick = false, profile = false, peer = true, sample_negatives = false, peer_kv_once = false;
-  int reps = 3, threads = 0;
+struct settings : peer_flags {
+  bool quick = false, sample_negatives = false, peer_kv_once = false;
   index_t layers = 12, batch = 8, text = 32;
   double dropout = 0;
-  std::string peer_script = BLIP2_STAGE1_PEER_SCRIPT, python = "/usr/bin/python3";
+  settings() { reps = 3; peer_script = BLIP2_STAGE1_PEER_SCRIPT; }
 } cfg;
 
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-std::string loadavg() {
-  std::ifstream f("/proc/loadavg");
-  std::string a, b, c;
-  f >> a >> b >> c;
-  return a + " " + b + " " + c;
-}
-std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  for (std::string line; std::getline(f, line);)
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "unknown";
-}
 // Resident set now (VmRSS) and the peak so far (ru_maxrss), in MiB.
 double rss_now_mib() {
   std::ifstream f("/proc/self/status");
@@ -111,30 +85,6 @@ double rss_peak_mib() {
   return static_cast<double>(u.ru_maxrss) / 1024.0;
 }
 
-// CPU that other processes took while a section ran, in cores: all busy CPU time (/proc/stat) minus this
-// process's and its waited-for children's (getrusage), over the wall time. > 0.1: the timing is inflated.
-struct cpu_snapshot {
-  double wall = 0, busy = 0, own = 0;
-};
-cpu_snapshot cpu_now() {
-  cpu_snapshot s;
-  s.wall = now_s();
-  std::ifstream f("/proc/stat");
-  std::string cpu;
-  double v[8] = {};
-  f >> cpu >> v[0] >> v[1] >> v[2] >> v[3] >> v[4] >> v[5] >> v[6] >> v[7];
-  const double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
-  s.busy = (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / hz;  // user nice system irq softirq steal
-  for (int who : {RUSAGE_SELF, RUSAGE_CHILDREN}) {
-    rusage u{};
-    getrusage(who, &u);
-    s.own += u.ru_utime.tv_sec + 1e-6 * u.ru_utime.tv_usec + u.ru_stime.tv_sec + 1e-6 * u.ru_stime.tv_usec;
-  }
-  return s;
-}
-double others_cores(const cpu_snapshot& a, const cpu_snapshot& b) {
-  return std::max(0.0, ((b.busy - a.busy) - (b.own - a.own)) / std::max(b.wall - a.wall, 1e-9));
-}
 // The processes (other than this one and its children) that used the most CPU over a one-second window.
 std::string top_others() {
   std::FILE* p = popen("ps -eo pid,ppid,pcpu,comm --sort=-pcpu --no-headers 2>/dev/null | head -6", "r");
@@ -156,51 +106,6 @@ std::string top_others() {
   }
   pclose(p);
   return out.empty() ? "none above 1%" : out;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n == 0 ? 0 : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// ---- weights, images and text: the hash both programs use (stage1_step_torch.py's bits24 / values) ----
-// splitmix64 of (ordinal << 32) + i; its top 24 bits, and those as a float in [-1, 1)
-std::uint32_t bits24(std::uint64_t ordinal, std::uint64_t i) {
-  std::uint64_t x = (ordinal << 32) + i + 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  x ^= x >> 31;
-  return static_cast<std::uint32_t>(x >> 40);
-}
-float unit(std::uint64_t ordinal, std::uint64_t i) {
-  return static_cast<float>(2.0 * static_cast<double>(bits24(ordinal, i)) / static_cast<double>(1u << 24) - 1.0);
-}
-constexpr std::uint64_t image_ordinal = 1u << 20, text_ordinal = 2u << 20;
-
-bool ends_with(const std::string& s, const std::string& tail) {
-  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-}
-
-// Parameter number k (for_each_parameter order): dense weights and embeddings 0.05 u, biases 0.02 u,
-// LayerNorm weights 1 + 0.1 u and biases 0.02 u, query tokens u, temp 0.07 (LAVIS's initial value).
-void fill_model(qformer_model<float>& m) {
-  std::uint64_t ordinal = 0;
-  for_each_parameter(m.config(), m.w, [&](const std::string& name, auto& v) {
-    const bool norm = name.find("LayerNorm.") != std::string::npos || name.find("layernorm.") != std::string::npos;
-    float scale = 0.02f, shift = 0;
-    if (name == "query_tokens")
-      scale = 1;
-    else if (name == "temp")
-      scale = 0, shift = 0.07f;
-    else if (norm && ends_with(name, ".weight"))
-      scale = 0.1f, shift = 1;
-    else if (ends_with(name, ".weight"))
-      scale = 0.05f;
-    float* p = v.data();
-    for (index_t i = 0; i < v.size(); ++i) p[i] = shift + scale * unit(ordinal, static_cast<std::uint64_t>(i));
-    ++ordinal;
-  });
 }
 
 // Caption b has length max(2, T - (5 b) mod max(1, T - 8)): [CLS] 101, then ids in [1000, 30000), then pads (0).
@@ -264,92 +169,26 @@ step_flop step_flops(const qformer_config& q, index_t Qn, index_t D, index_t B, 
   return f;
 }
 
-// ---- a profiling backend: the oneDNN kernels, each call timed under its op name (and linear shapes) ----
-struct op_stats {
-  int calls = 0;
-  double seconds = 0, flops = 0;
-};
-struct profiled_onednn : onednn_backend {
-  using memory_space = host_space;
-  static constexpr const char* name = "onednn (profiled)";
-  std::map<std::string, op_stats> stats;
-};
-
 }  // namespace
 
-template <class Op>
-struct blip2::kernel<profiled_onednn, Op> {
-  template <class... A>
-  static void run(profiled_onednn& be, A&&... a) {
-    const double t0 = now_s();
-    kernel<onednn_backend, Op>::run(static_cast<onednn_backend&>(be), a...);
-    const double dt = now_s() - t0;
-    std::string key(Op::name);
-    double flops = 0;
-    const auto args = std::forward_as_tuple(a...);
-    if constexpr (std::is_same_v<Op, op::linear_forward>) {
-      const auto& inp = std::get<1>(args);
-      const auto& w = std::get<2>(args);
-      flops = 2.0 * inp.extent(0) * inp.extent(1) * w.extent(0);
-      key += " " + std::to_string(inp.extent(0)) + "x" + std::to_string(inp.extent(1)) + "->" + std::to_string(w.extent(0));
-    } else if constexpr (std::is_same_v<Op, op::linear_backward>) {
-      const auto& dinp = std::get<0>(args);
-      const auto& inp = std::get<4>(args);
-      const auto& w = std::get<5>(args);
-      flops = 2.0 * inp.extent(0) * inp.extent(1) * w.extent(0) * (dinp.data() ? 2 : 1);
-      key += " " + std::to_string(inp.extent(0)) + "x" + std::to_string(inp.extent(1)) + "->" + std::to_string(w.extent(0)) +
-             (dinp.data() ? "" : " (dW only)");
-    } else if constexpr (std::is_same_v<Op, op::attention_forward>) {
-      const auto& q = std::get<2>(args);
-      const auto& k = std::get<3>(args);
-      flops = 4.0 * q.extent(0) * q.extent(1) * k.extent(1) * q.extent(2);
-    }
-    auto& s = be.stats[key];
-    ++s.calls;
-    s.seconds += dt;
-    s.flops += flops;
-  }
-};
+// ---- the per-op profile (--profile): each kernel call under its op name (and linear shapes) ----
+template <class Op, class... A>
+std::string bench::profile_key(const A&... a) {
+  std::string key(Op::name);
+  const auto args = std::forward_as_tuple(a...);
+  auto rows_to = [&](const auto& inp, const auto& w) {
+    return " " + std::to_string(inp.extent(0)) + "x" + std::to_string(inp.extent(1)) + "->" + std::to_string(w.extent(0));
+  };
+  if constexpr (std::is_same_v<Op, op::linear_forward>)
+    key += rows_to(std::get<1>(args), std::get<2>(args));
+  else if constexpr (std::is_same_v<Op, op::linear_backward>)
+    key += rows_to(std::get<4>(args), std::get<5>(args)) + (std::get<0>(args).data() ? "" : " (dW only)");
+  return key;
+}
 
 namespace {
 
 // ---- the PyTorch peer: one JSON object on one line of its stdout ----
-// The value after "key": (a number, a plain string, or a flat array of numbers as its text).
-bool json_field(const std::string& line, const std::string& key, std::string& out) {
-  const auto at = line.find("\"" + key + "\":");
-  if (at == std::string::npos) return false;
-  std::size_t p = at + key.size() + 3;
-  while (p < line.size() && line[p] == ' ') ++p;
-  if (p < line.size() && line[p] == '"') {
-    const auto end = line.find('"', p + 1);
-    out = line.substr(p + 1, end - p - 1);
-  } else if (p < line.size() && line[p] == '[') {
-    const auto end = line.find(']', p);
-    out = line.substr(p + 1, end - p - 1);
-  } else {
-    const auto end = line.find_first_of(",}", p);
-    out = line.substr(p, end - p);
-  }
-  return true;
-}
-double json_number(const std::string& line, const std::string& key, double fallback = NAN) {
-  std::string v;
-  if (!json_field(line, key, v) || v.empty() || v == "null") return fallback;
-  return std::stod(v);
-}
-std::vector<double> json_numbers(const std::string& line, const std::string& key) {
-  std::vector<double> out;
-  std::string v;
-  if (!json_field(line, key, v)) return out;
-  for (std::size_t p = 0; p < v.size();) {
-    const auto c = v.find(',', p);
-    const std::string item = v.substr(p, c == std::string::npos ? std::string::npos : c - p);
-    if (item.find_first_of("0123456789") != std::string::npos) out.push_back(std::stod(item));
-    p = c == std::string::npos ? v.size() : c + 1;
-  }
-  return out;
-}
-
 struct peer_result {
   bool ok = false;
   std::string note, line, blas, torch_version;
@@ -359,30 +198,10 @@ struct peer_result {
   std::vector<double> first_losses, last_losses;
 };
 
-std::string join(const std::vector<index_t>& v) {
-  std::string s;
-  for (auto x : v) {
-    if (!s.empty()) s += ',';
-    s += std::to_string(x);
-  }
-  return s;
-}
-
 peer_result run_peer(int threads, const batch_data& d, bool kv_once) {
   peer_result r;
-  namespace fs = std::filesystem;
-  if (!fs::exists(cfg.python)) {
-    r.note = cfg.python + " not found";
-    return r;
-  }
-  if (!fs::exists(cfg.peer_script)) {
-    r.note = cfg.peer_script + " not found (run from the repository root, or give --peer PATH)";
-    return r;
-  }
-  if (std::system((cfg.python + " -c 'import torch, numpy' >/dev/null 2>&1").c_str()) != 0) {
-    r.note = cfg.python + " cannot import torch and numpy (apt-get install python3-torch)";
-    return r;
-  }
+  r.note = peer_unavailable(cfg.python, cfg.peer_script);
+  if (!r.note.empty()) return r;
   char extra[256];
   std::snprintf(extra, sizeof extra, " --layers %ld --batch %ld --text %ld --dropout %g --reps %d", static_cast<long>(cfg.layers),
                 static_cast<long>(cfg.batch), static_cast<long>(cfg.text), cfg.dropout, cfg.reps);
@@ -392,26 +211,12 @@ peer_result run_peer(int threads, const batch_data& d, bool kv_once) {
   else
     cmd += " --neg-image " + join(d.neg_image) + " --neg-text " + join(d.neg_text);
   if (kv_once) cmd += " --kv-once";
-  std::printf("running the PyTorch peer: %s\n", cmd.c_str());
-  std::fflush(stdout);
-  std::FILE* p = popen(cmd.c_str(), "r");
-  if (!p) {
-    r.note = "popen failed";
-    return r;
-  }
-  std::string all;
-  char buf[8192];
-  while (std::fgets(buf, sizeof buf, p)) {
-    all += buf;
-    if (std::strncmp(buf, "{\"peer\"", 7) == 0) r.line = buf;
-    else std::printf("  peer: %s", buf);  // its progress lines
+  r.note = run_peer_command(cmd, [&](const std::string& line) {
+    if (line.rfind("{\"peer\"", 0) == 0) r.line = line;
+    else std::printf("  peer: %s", line.c_str());  // its progress lines
     std::fflush(stdout);
-  }
-  const int status = pclose(p);
-  if (status != 0) {
-    r.note = "the peer exited with status " + std::to_string(status);
-    return r;
-  }
+  });
+  if (!r.note.empty()) return r;
   if (r.line.empty()) {
     r.note = "no result line in the peer's output";
     return r;
@@ -434,19 +239,6 @@ peer_result run_peer(int threads, const batch_data& d, bool kv_once) {
   return r;
 }
 
-const char* isa_name(dnnl::cpu_isa isa) {
-  switch (isa) {
-    case dnnl::cpu_isa::sse41: return "sse41";
-    case dnnl::cpu_isa::avx: return "avx";
-    case dnnl::cpu_isa::avx2: return "avx2";
-    case dnnl::cpu_isa::avx512_core: return "avx512_core";
-    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
-    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
-    case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
-    default: return "other";
-  }
-}
-
 // Can oneDNN make a bf16 x bf16 -> f32 matmul here? (The issue's bf16 option needs one.)
 std::string bf16_finding() {
   using dt = dnnl::memory::data_type;
@@ -463,7 +255,7 @@ std::string bf16_finding() {
     std::snprintf(out, sizeof out, "oneDNN %d.%d.%d has no bf16 x bf16 -> f32 matmul on this CPU (ISA %s: \"%s\"): the "
                   "issue's bfloat16-matmul option cannot run here, so no bf16 step is timed",
                   dnnl_version()->major, dnnl_version()->minor, dnnl_version()->patch,
-                  isa_name(dnnl::get_effective_cpu_isa()), e.what());
+                  onednn_cpu_isa_name().c_str(), e.what());
   }
   return out;
 }
@@ -481,25 +273,14 @@ int main(int argc, char** argv) {
   const double rss_at_start = rss_now_mib();
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+    auto next = [&] { return flag_value(argc, argv, i); };
     if (a == "--quick") cfg.quick = true, cfg.reps = 1;
-    else if (a == "--reps") cfg.reps = std::max(1, std::stoi(next()));
-    else if (a == "--threads") cfg.threads = std::stoi(next());
+    else if (read_peer_flag(a, next, cfg)) continue;
     else if (a == "--layers") cfg.layers = std::max<index_t>(1, std::stoll(next()));
     else if (a == "--batch") cfg.batch = std::max<index_t>(2, std::stoll(next()));
     else if (a == "--text") cfg.text = std::max<index_t>(2, std::stoll(next()));
     else if (a == "--dropout") cfg.dropout = std::stod(next());
     else if (a == "--sample-negatives") cfg.sample_negatives = true;
-    else if (a == "--profile") cfg.profile = true;
-    else if (a == "--no-peer") cfg.peer = false;
-    else if (a == "--peer") cfg.peer_script = next();
-    else if (a == "--python") cfg.python = next();
     else if (a == "--peer-kv-once") cfg.peer_kv_once = true;
     else {
       std::fprintf(stderr,
@@ -509,16 +290,9 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  int threads = 1;
-#if defined(_OPENMP)
-  if (cfg.threads > 0) omp_set_num_threads(cfg.threads);
-  threads = omp_get_max_threads();
-#endif
+  const int threads = set_threads(cfg.threads);
   const double start = now_s();
-  const auto* ver = dnnl_version();
-  std::printf("bench_stage1_step%s: CPU %s, oneDNN %d.%d.%d (ISA %s), %d threads, load average %s (1, 5, 15 min)\n",
-              cfg.quick ? " --quick" : "", cpu_model().c_str(), ver->major, ver->minor, ver->patch,
-              isa_name(dnnl::get_effective_cpu_isa()), threads, loadavg().c_str());
+  print_banner("bench_stage1_step", cfg.quick, threads);
   std::printf("busiest other processes now: %s\n", top_others().c_str());
   std::printf("each side: 1 warm-up step (its losses are the ones compared), then %d timed steps; medians\n\n", cfg.reps);
 
@@ -526,21 +300,8 @@ int main(int argc, char** argv) {
   const index_t P = 2048;
   auto peak = [&](const char* when) {
     onednn_backend pbe;
-    host_tensor<float, 2> pa({P, P}), pb({P, P}), pc({P, P});
-    for (index_t i = 0; i < pa.size(); ++i) pa[i] = unit(7, static_cast<std::uint64_t>(i)), pb[i] = unit(8, static_cast<std::uint64_t>(i));
-    const auto c0 = cpu_now();
-    matmul(pbe, pc, pa, pb);
-    std::vector<double> t;
-    for (int r = 0; r < (cfg.quick ? 5 : 10); ++r) {
-      const double t0 = now_s();
-      matmul(pbe, pc, pa, pb);
-      t.push_back(now_s() - t0);
-    }
-    const double g = 2.0 * P * P * P / median(t) * 1e-9;
-    std::printf("practical peak (%s): oneDNN f32 matmul 2048^3: %.1f ms, %.1f GFLOP/s (load average %s; other processes "
-                "%.2f cores)\n", when, median(t) * 1e3, g, loadavg().c_str(), others_cores(c0, cpu_now()));
-    std::fflush(stdout);
-    return g;
+    peak_operands ab(P);
+    return print_peak(pbe, ab, when, cfg.quick ? 5 : 10);
   };
   const double peak_start = peak("start");
   std::printf("bf16: %s\n", bf16_finding().c_str());
@@ -595,7 +356,7 @@ int main(int argc, char** argv) {
     ours.rss_base_mib = rss_now_mib();
     ours.rss_peak_before_mib = rss_peak_mib();
     qformer_model<float> m(mc);
-    fill_model(m);
+    fill_hashed(m);
     auto optim = make_adamw(m, adamw_options{});
     onednn_backend be;
     stage1_state<float> st;
@@ -659,8 +420,7 @@ int main(int argc, char** argv) {
       const double t0 = now_s();
       stage1_step(pbe, m, pst, batch, sampler, so, fixed_ni, fixed_nt);
       const double total = now_s() - t0;
-      std::vector<std::pair<std::string, op_stats>> v(pbe.stats.begin(), pbe.stats.end());
-      std::sort(v.begin(), v.end(), [](const auto& x, const auto& y) { return x.second.seconds > y.second.seconds; });
+      const auto v = by_time(pbe.stats);
       double in_ops = 0;
       for (const auto& kv : v) in_ops += kv.second.seconds;
       std::printf("\nper-op breakdown of one forward + backward (oneDNN): %.2f s, %.2f s in kernels\n", total, in_ops);
@@ -695,8 +455,7 @@ int main(int argc, char** argv) {
     peer.note = "--no-peer";
   }
   std::printf("\n");
-  const double peak_end = peak("end");
-  const double pk = std::max(peak_start, peak_end);
+  const double peak_end = peak("end"), pk = std::max(peak_start, peak_end);  // "% peak" against the higher
 
   // ---- the table ----
   std::printf("\n%-34s %5s %10s %9s %9s %7s %6s %12s %7s\n", "step (float32)", "runs", "ms/step", "images/s", "GFLOP/s", "% peak",

@@ -27,71 +27,25 @@
 //   OMP_NUM_THREADS=1, batch 1, 39 layers:   22.9 s per image, 23 GFLOP/s = 62% (37)
 // Batches help: the linears then have M = 257 B rows instead of 257. bfloat16: not available on avx2.
 #include <algorithm>
-#include <chrono>
+#include <cmath>
 #include <cstdio>
-#include <cstring>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
-#include <sys/resource.h>
-
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
-#include "blip2/backend/onednn/onednn.hpp"
-#include "blip2/core/host_tensor.hpp"
+#include "bench_common.hpp"
 #include "blip2/core/rng.hpp"
-#include "blip2/nn/matmul.hpp"
-#include "blip2/nn/vision_bf16.hpp"
 #include "blip2/nn/vision_transformer.hpp"
 
 using namespace blip2;
 
 namespace {
 
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+using bench::cpu_now;
+using bench::median;
+using bench::now_s;
 
-// CPU seconds: all processes (from /proc/stat, busy jiffies) and this process (getrusage).
-struct cpu_times {
-  double all = 0, self = 0, wall = 0;
-};
-cpu_times cpu_now() {
-  cpu_times t;
-  std::ifstream stat("/proc/stat");
-  std::string cpu;
-  long long user = 0, nice = 0, sys = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
-  stat >> cpu >> user >> nice >> sys >> idle >> iowait >> irq >> softirq >> steal;
-  t.all = static_cast<double>(user + nice + sys + irq + softirq) / 100.0;  // USER_HZ = 100
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  t.self = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-           1e-6 * static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
-  t.wall = now_s();
-  return t;
-}
-// Cores' worth of CPU that other processes used between a and b.
-double others(const cpu_times& a, const cpu_times& b) {
-  return std::max(0.0, ((b.all - a.all) - (b.self - a.self)) / std::max(1e-9, b.wall - a.wall));
-}
-
-std::string cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "?";
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+// Cores' worth of CPU that other processes used between a and b (steal time not counted).
+double others(const bench::cpu_times& a, const bench::cpu_times& b) { return bench::others_cores(a, b, false); }
 
 // Fill with uniform values in [-scale, scale) from the counter-based RNG.
 void fill(std::span<float> x, std::uint64_t seed, float scale, float offset = 0) {
@@ -130,12 +84,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   cfg.num_hidden_layers = layers;
-  int threads = 1;
-#if defined(_OPENMP)
-  threads = omp_get_max_threads();
-#endif
+  const int threads = bench::set_threads(0);
   onednn_backend be;
-  std::printf("bench_vision%s: CPU %s, %d threads, oneDNN ISA %s\n", quick ? " --quick" : "", cpu_model().c_str(),
+  std::printf("bench_vision%s: CPU %s, %d threads, oneDNN ISA %s\n", quick ? " --quick" : "", bench::cpu_model("?").c_str(),
               threads, onednn_cpu_isa_name().c_str());
   std::printf("ViT-g/14: %ld px, N %ld, E %ld, F %ld, %ld heads, %ld of %ld layers, batch %ld, float32 oneDNN, "
               "random weights (layers share one set)\n",

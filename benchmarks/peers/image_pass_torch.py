@@ -6,8 +6,9 @@ keys/values of the image (every cross layer), the learned queries through the em
 12 post-LN BERT layers (self-attention, cross-attention on layers 0, 2, ..., the query FFN). Eval mode
 (no dropout), no_grad, float32, batch-major (B, Q, C) as PyTorch code would write it.
 
-Weights and images are not loaded: both programs generate them from the same counter-based hash (see
-`values` and `fill` in bench_image_pass.cpp), so their outputs can be compared element by element.
+Weights and images are not loaded: both programs generate them from the same counter-based hash
+(peer_common.values here, bench_common.hpp's unit and fill_hashed on the C++ side), so their outputs can be
+compared element by element.
 
 Run with /usr/bin/python3 (Debian's python3-torch). Prints one JSON object (rows one per line) on stdout.
   image_pass_torch.py --threads 2 --batches 1,8 --reps 10 [--bf16 [--bf16-batches 1] [--bf16-reps 3]] [--dump DIR]
@@ -25,23 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from peer_common import IMAGE_ORDINAL, loaded_blas, ms_summary, values
+
 # BLIP-2 sizes (Blip2QFormerConfig defaults, EVA ViT-g image tokens)
 L, C, NH, FFN, Q, N, E, FREQ, EPS = 12, 768, 12, 3072, 32, 257, 1408, 2, 1e-12
-
-M64 = (1 << 64) - 1
-
-
-def values(ordinal, count):
-    """count floats in [-1, 1): splitmix64 of (ordinal << 32) + i, top 24 bits (bench_image_pass.cpp's unit())."""
-    x = (np.uint64(ordinal) << np.uint64(32)) + np.arange(count, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        x = x + np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
-    u = (x >> np.uint64(40)).astype(np.float64) / float(1 << 24)
-    return (2.0 * u - 1.0).astype(np.float32)
-
 
 class Maker:
     """Parameters in blip2cpp's for_each_parameter order (no text side); ordinal = position in that order."""
@@ -74,9 +62,6 @@ class Maker:
                     dense=self.linear(C, C), norm=self.norm())
 
 
-IMAGE_ORDINAL = 1 << 20  # the images: (B, N, E) flattened, so image 0 is the same for every B
-
-
 def make_model():
     mk = Maker()
     m = dict(query_tokens=mk.tensor((1, Q, C), "unit"), embed_norm=mk.norm(), layers=[])
@@ -93,6 +78,7 @@ def make_model():
 
 
 def make_images(b):
+    """(b, N, E) from IMAGE_ORDINAL, flattened: image 0 is the same for every b."""
     return torch.from_numpy(values(IMAGE_ORDINAL, b * N * E).reshape(b, N, E).copy())
 
 
@@ -126,20 +112,6 @@ def image_pass(m, images):
             h = ln(lin(cctx, c["dense"]) + h, c["norm"])
         x = ln(lin(F.gelu(lin(h, ly["intermediate"])), ly["output"]) + h, ly["norm"])
     return x  # (B, Q, C)
-
-
-def loaded_blas():
-    """The BLAS library this process has mapped (Debian's torch calls whatever libblas.so.3 resolves to)."""
-    libs = set()
-    try:
-        with open("/proc/self/maps") as f:
-            for line in f:
-                path = line.split()[-1]
-                if "blas" in os.path.basename(path).lower():
-                    libs.add(os.path.realpath(path))
-    except OSError:
-        pass
-    return sorted(libs)
 
 
 def timed(fn, reps, warmup):
@@ -188,9 +160,8 @@ def main():
                     return image_pass(m, images).float()
         reps = args.reps if dt is None or args.bf16_reps <= 0 else args.bf16_reps
         # bf16 runs for seconds on CPUs without native bf16: no untimed warm-up there
-        med, samples, out = timed(run, reps, args.warmup if dt is None else 0)
-        rows.append(dict(dtype=name, B=B, median_ms=med * 1e3, runs=len(samples),
-                         min_ms=min(samples) * 1e3, max_ms=max(samples) * 1e3))
+        _, samples, out = timed(run, reps, args.warmup if dt is None else 0)
+        rows.append(dict(dtype=name, B=B, **ms_summary(samples)))
         if B == 1:
             outs[name] = out.float().contiguous()
     probe = None

@@ -20,7 +20,7 @@ step. --kv-once instead projects the B images once and indexes them for the pair
 The image embeddings are an input without gradient (LAVIS's ln_vision is not part of this step).
 
 Weights, images and captions are not loaded: both programs generate them from the same counter-based hash
-(bits24 / values here, bits24 / unit in bench_stage1_step.cpp), parameter by parameter in blip2cpp's
+(peer_common.bits24 / values here, bits24 / unit in bench_common.hpp), parameter by parameter in blip2cpp's
 for_each_parameter order, so the losses can be compared. ITM negatives: --neg-image/--neg-text fix them
 (the comparison); --sample-negatives draws them as LAVIS does (softmax over the similarities with the
 positives at -10000, torch.multinomial).
@@ -37,41 +37,19 @@ import math
 import os
 import resource
 import statistics
-import sys
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from peer_common import IMAGE_ORDINAL, TEXT_ORDINAL, bits24, load_average, loaded_blas, ms_summary, values
+
 # BLIP-2 sizes (Blip2QFormerConfig defaults, LAVIS's vocabulary with [DEC], EVA ViT-g image tokens)
 C, NH, FFN, Q, N, E, FREQ, EPS, V, P, D = 768, 12, 3072, 32, 257, 1408, 2, 1e-12, 30523, 512, 256
 HS = C // NH
 CLS_ID, PAD_ID, DEC_ID = 101, 0, V - 1
 LR = 1e-4
-IMAGE_ORDINAL, TEXT_ORDINAL = 1 << 20, 2 << 20
-
-
-def bits24(ordinal, start, count):
-    """The top 24 bits of splitmix64((ordinal << 32) + i) for i in [start, start + count)."""
-    x = (np.uint64(ordinal) << np.uint64(32)) + np.arange(start, start + count, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        x = x + np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
-    return x >> np.uint64(40)
-
-
-def values(ordinal, count, scale=1.0, shift=0.0):
-    """shift + scale * u, u = 2 bits24 / 2^24 - 1 in [-1, 1), in float32 as the C++ side rounds it; chunked."""
-    out = np.empty(count, dtype=np.float32)
-    step = 1 << 22
-    for s in range(0, count, step):
-        n = min(step, count - s)
-        u = (2.0 * bits24(ordinal, s, n).astype(np.float64) / float(1 << 24) - 1.0).astype(np.float32)
-        out[s:s + n] = u * np.float32(scale) + np.float32(shift)
-    return out
 
 
 def param_specs(layers):
@@ -278,16 +256,6 @@ class Stage1:
         return loss_itc, loss_itm, loss_itg
 
 
-def loaded_blas():
-    libs = set()
-    with open("/proc/self/maps") as f:
-        for line in f:
-            path = line.split()[-1]
-            if "blas" in os.path.basename(path).lower():
-                libs.add(os.path.realpath(path))
-    return sorted(libs)
-
-
 def rss_now_mib():
     with open("/proc/self/status") as f:
         for line in f:
@@ -353,11 +321,10 @@ def main():
         fb.append(a)
         op.append(b)
         print(f"step {r + 1}: {total[-1]:.2f} s (forward + backward {a:.2f}, AdamW {b:.3f}); losses "
-              f"{last[0]:.6f} {last[1]:.6f} {last[2]:.6f}; load average {' '.join(open('/proc/loadavg').read().split()[:3])}",
+              f"{last[0]:.6f} {last[1]:.6f} {last[2]:.6f}; load average {load_average()}",
               flush=True)
     res = dict(peer="pytorch", torch=torch.__version__, threads=torch.get_num_threads(),
-               blas=" ".join(loaded_blas()), kv_once=args.kv_once, runs=len(total),
-               median_ms=statistics.median(total) * 1e3, min_ms=min(total) * 1e3, max_ms=max(total) * 1e3,
+               blas=" ".join(loaded_blas()), kv_once=args.kv_once, **ms_summary(total),
                fwd_bwd_ms=statistics.median(fb) * 1e3, optim_ms=statistics.median(op) * 1e3,
                losses_first=first, losses_last=last, grad_norm_first=norm,
                rss_base_mib=rss_base, rss_peak_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)

@@ -1,0 +1,383 @@
+// bench_common.hpp: what the benchmark programs share (bench_ops, bench_vision, bench_image_pass,
+// bench_stage1_step). Not part of the library: plain helpers for programs run by hand.
+//   clock and machine     now_s, loadavg, cpu_model, set_threads, print_banner
+//   other processes       cpu_times / cpu_now / others_cores: the CPU that other processes took meanwhile
+//   medians               median, timing, summarize, measure (1 untimed call, then reps timed)
+//   the practical peak    peak_operands, print_peak: a large oneDNN f32 matmul, one printed line
+//   hashed weights        bits24, unit, fill_hashed: the counter-based hash the PyTorch peers repeat
+//                         bit for bit (benchmarks/peers/peer_common.py)
+//   per-op profiles       profiled_onednn (the oneDNN kernels, each call timed under the key that the
+//                         program's profile_key gives it), by_time
+//   the PyTorch peers     peer_unavailable, run_peer_command, json_field / json_number / json_numbers, join
+//   flags                 flag_value; peer_flags, read_peer_flag (the flags of the programs with a peer)
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include "blip2/backend/onednn/onednn.hpp"
+#include "blip2/core/host_tensor.hpp"
+#include "blip2/nn/matmul.hpp"
+#include "blip2/nn/vision_bf16.hpp"
+
+namespace blip2::bench {
+
+// ---- clock and machine ----
+inline double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// The 1, 5 and 15 minute load averages, as /proc/loadavg writes them.
+inline std::string loadavg() {
+  std::ifstream f("/proc/loadavg");
+  std::string a, b, c;
+  f >> a >> b >> c;
+  return a + " " + b + " " + c;
+}
+
+// The CPU's "model name" from /proc/cpuinfo, or `fallback` where it has none.
+inline std::string cpu_model(const char* fallback = "unknown") {
+  std::ifstream f("/proc/cpuinfo");
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  return fallback;
+}
+
+// OpenMP threads: `requested` when > 0 (else OMP_NUM_THREADS or all cores); returns the count in use.
+inline int set_threads([[maybe_unused]] int requested) {
+#if defined(_OPENMP)
+  if (requested > 0) omp_set_num_threads(requested);
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+// "NAME[ --quick]: CPU ..., oneDNN x.y.z (ISA ...), N threads, load average ... (1, 5, 15 min)"
+inline void print_banner(const char* name, bool quick, int threads) {
+  const auto* ver = dnnl_version();
+  std::printf("%s%s: CPU %s, oneDNN %d.%d.%d (ISA %s), %d threads, load average %s (1, 5, 15 min)\n", name,
+              quick ? " --quick" : "", cpu_model().c_str(), ver->major, ver->minor, ver->patch,
+              onednn_cpu_isa_name().c_str(), threads, loadavg().c_str());
+}
+
+// ---- other processes: how much CPU they took while a section ran ----
+// CPU seconds since boot: all cores busy (/proc/stat: user nice system irq softirq; steal apart), and this
+// process's own and its waited-for children's (getrusage). On a shared machine every OpenMP barrier waits
+// while another process holds a core, so > 0.1 core of others taints a timing.
+struct cpu_times {
+  double wall = 0, busy = 0, steal = 0, self = 0, children = 0;
+};
+inline cpu_times cpu_now() {
+  cpu_times t;
+  std::ifstream f("/proc/stat");
+  std::string cpu;
+  long long user = 0, nice = 0, sys = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+  f >> cpu >> user >> nice >> sys >> idle >> iowait >> irq >> softirq >> steal;
+  const double tick = 1.0 / static_cast<double>(sysconf(_SC_CLK_TCK));
+  t.busy = static_cast<double>(user + nice + sys + irq + softirq) * tick;
+  t.steal = static_cast<double>(steal) * tick;
+  auto cpu_s = [](int who) {
+    rusage u{};
+    getrusage(who, &u);
+    return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+           1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+  };
+  t.self = cpu_s(RUSAGE_SELF);
+  t.children = cpu_s(RUSAGE_CHILDREN);
+  t.wall = now_s();
+  return t;
+}
+// Cores' worth of CPU that other processes used between a and b (1.0 = one core kept busy all along).
+// count_steal: whether time the hypervisor gave to other guests counts as others' (bench_vision: no).
+inline double others_cores(const cpu_times& a, const cpu_times& b, bool count_steal = true) {
+  const double busy = (b.busy - a.busy) + (count_steal ? b.steal - a.steal : 0.0);
+  const double own = (b.self - a.self) + (b.children - a.children);
+  return std::max(0.0, busy - own) / std::max(b.wall - a.wall, 1e-9);
+}
+
+// ---- medians ----
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n == 0 ? 0 : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+struct timing {
+  double median_s = 0, min_s = 0, max_s = 0;
+  int runs = 0;
+};
+inline timing summarize(const std::vector<double>& t) {
+  if (t.empty()) return {};
+  return {median(t), *std::min_element(t.begin(), t.end()), *std::max_element(t.begin(), t.end()),
+          static_cast<int>(t.size())};
+}
+
+// One untimed call, then reps timed calls; the median.
+template <class Fn>
+timing measure(Fn&& fn, int reps) {
+  fn();
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    const double t0 = now_s();
+    fn();
+    t.push_back(now_s() - t0);
+  }
+  return summarize(t);
+}
+
+// ---- hashed weights: splitmix64 of (ordinal << 32) + i, the same in peers/peer_common.py ----
+// its top 24 bits
+inline std::uint32_t bits24(std::uint64_t ordinal, std::uint64_t i) {
+  std::uint64_t x = (ordinal << 32) + i + 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  x ^= x >> 31;
+  return static_cast<std::uint32_t>(x >> 40);
+}
+// those bits as a float in [-1, 1)
+inline float unit(std::uint64_t ordinal, std::uint64_t i) {
+  return static_cast<float>(2.0 * static_cast<double>(bits24(ordinal, i)) / static_cast<double>(1u << 24) - 1.0);
+}
+// ordinals of the inputs, above any parameter's
+constexpr std::uint64_t image_ordinal = 1u << 20, text_ordinal = 2u << 20;
+
+inline bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// Parameter number k (for_each_parameter order) from ordinal k, u = unit(k, i): dense weights and
+// embeddings 0.05 u, biases 0.02 u, LayerNorm weights 1 + 0.1 u and biases 0.02 u, query tokens u,
+// temp 0.07 (LAVIS's initial value). The peers' make_model / make_params follow the same rule.
+template <class Model>
+void fill_hashed(Model& m) {
+  std::uint64_t ordinal = 0;
+  for_each_parameter(m.config(), m.w, [&](const std::string& name, auto& v) {
+    const bool norm = name.find("LayerNorm.") != std::string::npos || name.find("layernorm.") != std::string::npos;
+    float scale = 0.02f, shift = 0;
+    if (name == "query_tokens")
+      scale = 1;
+    else if (name == "temp")
+      scale = 0, shift = 0.07f;
+    else if (norm && ends_with(name, ".weight"))
+      scale = 0.1f, shift = 1;
+    else if (ends_with(name, ".weight"))
+      scale = 0.05f;
+    float* p = v.data();
+    for (index_t i = 0; i < v.size(); ++i) p[i] = shift + scale * unit(ordinal, static_cast<std::uint64_t>(i));
+    ++ordinal;
+  });
+}
+
+// ---- the practical peak: one large f32 matmul through oneDNN ----
+// Its operands (P, P) from the hash (ordinals 7 and 8); c takes the product.
+struct peak_operands {
+  index_t P;
+  host_tensor<float, 2> a, b, c;
+  explicit peak_operands(index_t n) : P(n), a({n, n}), b({n, n}), c({n, n}) {
+    for (index_t i = 0; i < a.size(); ++i)
+      a[i] = unit(7, static_cast<std::uint64_t>(i)), b[i] = unit(8, static_cast<std::uint64_t>(i));
+  }
+};
+// Times c = a b (1 untimed, reps timed; the median), prints one line and returns its GFLOP/s.
+template <class Be>
+double print_peak(Be& be, peak_operands& op, const char* when, int reps) {
+  const auto c0 = cpu_now();
+  const timing t = measure([&] { matmul(be, op.c, op.a, op.b); }, reps);
+  const double P = static_cast<double>(op.P), g = 2.0 * P * P * P / t.median_s * 1e-9;
+  std::printf("practical peak (%s): oneDNN f32 matmul %ld^3: %.1f ms, %.1f GFLOP/s (load average %s; other "
+              "processes %.2f cores)\n",
+              when, static_cast<long>(op.P), t.median_s * 1e3, g, loadavg().c_str(), others_cores(c0, cpu_now()));
+  std::fflush(stdout);
+  return g;
+}
+
+// ---- per-op profiles: a backend that runs the oneDNN kernels and times each call (profiled_onednn) ----
+struct op_stats {
+  int calls = 0;
+  double seconds = 0, flops = 0;
+};
+// The row a kernel call of Op on these arguments is added to (the op's name, and what the program adds:
+// shapes): declared here, defined by each program that runs profiled_onednn.
+template <class Op, class... A>
+std::string profile_key(const A&... a);
+
+// FLOP of a kernel call, 2 per multiply-add of its matmuls: linear forward 2 R K N, linear backward the same
+// for d weight and again for d input when asked, attention forward 4 B T S C (q k^T and p v); 0 for the rest.
+template <class Op, class... A>
+double profile_flops(const A&... a) {
+  const auto args = std::forward_as_tuple(a...);
+  if constexpr (std::is_same_v<Op, op::linear_forward>) {
+    const auto& inp = std::get<1>(args);  // (R, K)
+    const auto& w = std::get<2>(args);    // (N, K)
+    return 2.0 * inp.extent(0) * inp.extent(1) * w.extent(0);
+  } else if constexpr (std::is_same_v<Op, op::linear_backward>) {
+    const auto& dinp = std::get<0>(args);  // (R, K), empty when d input is not wanted
+    const auto& inp = std::get<4>(args);
+    const auto& w = std::get<5>(args);
+    return 2.0 * inp.extent(0) * inp.extent(1) * w.extent(0) * (dinp.data() ? 2 : 1);
+  } else if constexpr (std::is_same_v<Op, op::attention_forward>) {
+    const auto& q = std::get<2>(args);  // (B, T, C)
+    const auto& k = std::get<3>(args);  // (B, S, C)
+    return 4.0 * q.extent(0) * q.extent(1) * k.extent(1) * q.extent(2);
+  } else {
+    return 0;
+  }
+}
+
+struct profiled_onednn : onednn_backend {
+  using memory_space = host_space;
+  static constexpr const char* name = "onednn (profiled)";
+  std::map<std::string, op_stats> stats;
+};
+
+// The rows of a profile, the most time first.
+inline std::vector<std::pair<std::string, op_stats>> by_time(const std::map<std::string, op_stats>& stats) {
+  std::vector<std::pair<std::string, op_stats>> v(stats.begin(), stats.end());
+  std::sort(v.begin(), v.end(), [](const auto& x, const auto& y) { return x.second.seconds > y.second.seconds; });
+  return v;
+}
+
+// ---- the PyTorch peers: a Python script run as a child process, its results as JSON on stdout ----
+// Why `python` cannot run `script` ("" when it can): no interpreter, no script, or no torch and numpy
+// (checked with a quick import, so that the reason can be printed instead of a traceback).
+inline std::string peer_unavailable(const std::string& python, const std::string& script) {
+  namespace fs = std::filesystem;
+  if (!fs::exists(python)) return python + " not found";
+  if (!fs::exists(script)) return script + " not found (run from the repository root, or give --peer PATH)";
+  if (std::system((python + " -c 'import torch, numpy' >/dev/null 2>&1").c_str()) != 0)
+    return python + " cannot import torch and numpy (apt-get install python3-torch)";
+  return "";
+}
+
+// Prints "running the PyTorch peer: CMD", runs it, and hands each line of its stdout (with its '\n') to
+// on_line as it comes; "" when it exits with status 0, else why not.
+template <class OnLine>
+std::string run_peer_command(const std::string& cmd, OnLine&& on_line) {
+  std::printf("running the PyTorch peer: %s\n", cmd.c_str());
+  std::fflush(stdout);
+  std::FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return "popen failed";
+  std::string line;
+  char buf[8192];
+  while (std::fgets(buf, sizeof buf, p)) {
+    line += buf;
+    if (line.back() != '\n') continue;  // the rest of a long line is still to come
+    on_line(line);
+    line.clear();
+  }
+  if (!line.empty()) on_line(line);
+  const int status = pclose(p);
+  return status == 0 ? "" : "the peer exited with status " + std::to_string(status);
+}
+
+// The value after "key": in one JSON line: a number, a plain string, or a flat array of numbers as its text.
+inline bool json_field(const std::string& line, const std::string& key, std::string& out) {
+  const auto at = line.find("\"" + key + "\":");
+  if (at == std::string::npos) return false;
+  std::size_t p = at + key.size() + 3;
+  while (p < line.size() && line[p] == ' ') ++p;
+  if (p < line.size() && line[p] == '"') {
+    const auto end = line.find('"', p + 1);
+    out = line.substr(p + 1, end - p - 1);
+  } else if (p < line.size() && line[p] == '[') {
+    const auto end = line.find(']', p);
+    out = line.substr(p + 1, end - p - 1);
+  } else {
+    const auto end = line.find_first_of(",}", p);
+    out = line.substr(p, end - p);
+  }
+  return true;
+}
+inline double json_number(const std::string& line, const std::string& key, double fallback = NAN) {
+  std::string v;
+  if (!json_field(line, key, v) || v.empty() || v == "null") return fallback;
+  return std::stod(v);
+}
+inline std::vector<double> json_numbers(const std::string& line, const std::string& key) {
+  std::vector<double> out;
+  std::string v;
+  if (!json_field(line, key, v)) return out;
+  for (std::size_t p = 0; p < v.size();) {
+    const auto c = v.find(',', p);
+    const std::string item = v.substr(p, c == std::string::npos ? std::string::npos : c - p);
+    if (item.find_first_of("0123456789") != std::string::npos) out.push_back(std::stod(item));
+    p = c == std::string::npos ? v.size() : c + 1;
+  }
+  return out;
+}
+
+// "1,8": a list as the peers' flags take it
+inline std::string join(const std::vector<index_t>& v) {
+  std::string s;
+  for (auto x : v) {
+    if (!s.empty()) s += ',';
+    s += std::to_string(x);
+  }
+  return s;
+}
+
+// ---- flags ----
+// The value of flag argv[i] (argv[i + 1], and i moves on to it); exits with status 2 when there is none.
+inline std::string flag_value(int argc, char** argv, int& i) {
+  if (i + 1 >= argc) {
+    std::fprintf(stderr, "%s needs a value\n", argv[i]);
+    std::exit(2);
+  }
+  return argv[++i];
+}
+
+// The flags that the programs with a PyTorch peer share: --reps N, --threads N, --profile, --no-peer,
+// --peer PATH (the peer script), --python PATH. Each program's settings derive from it (its own defaults).
+struct peer_flags {
+  bool profile = false, peer = true;
+  int reps = 0, threads = 0;
+  std::string peer_script, python = "/usr/bin/python3";
+};
+// Whether `a` is one of them (then read into f, a value through next()).
+template <class Next>
+bool read_peer_flag(const std::string& a, Next&& next, peer_flags& f) {
+  if (a == "--reps") f.reps = std::max(1, std::stoi(next()));
+  else if (a == "--threads") f.threads = std::stoi(next());
+  else if (a == "--profile") f.profile = true;
+  else if (a == "--no-peer") f.peer = false;
+  else if (a == "--peer") f.peer_script = next();
+  else if (a == "--python") f.python = next();
+  else return false;
+  return true;
+}
+
+}  // namespace blip2::bench
+
+template <class Op>
+struct blip2::kernel<blip2::bench::profiled_onednn, Op> {
+  template <class... A>
+  static void run(bench::profiled_onednn& be, A&&... a) {
+    const double t0 = bench::now_s();
+    kernel<onednn_backend, Op>::run(static_cast<onednn_backend&>(be), a...);
+    const double dt = bench::now_s() - t0;
+    auto& s = be.stats[bench::profile_key<Op>(a...)];
+    ++s.calls;
+    s.seconds += dt;
+    s.flops += bench::profile_flops<Op>(a...);
+  }
+};
