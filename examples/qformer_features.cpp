@@ -39,13 +39,10 @@
 // Exit status: 0 success, 1 a failure (message on stderr), 2 a usage error.
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <exception>
 #include <filesystem>
 #include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "blip2/backend/reference/reference_backend.hpp"
@@ -57,9 +54,7 @@
 #include "blip2/io/image.hpp"
 #include "blip2/io/vision_checkpoint.hpp"
 #endif
-#ifdef BLIP2_HAS_ONEDNN
-#include "blip2/backend/onednn/onednn.hpp"
-#endif
+#include "cli.hpp"
 
 using namespace blip2;
 
@@ -78,64 +73,35 @@ struct options {
   index_t max_length = 0;  // 0: min(35, max_position_embeddings)
 };
 
-struct usage_error {
-  std::string message;
-};
-
-// --name VALUE pairs; anything else is a usage error.
-options parse_args(int argc, char** argv) {
+options parse_args(cli::arguments& a) {
   options o;
-  bool have_model = false, have_inputs = false, have_output = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    if (arg == "-h" || arg == "--help") throw usage_error{};
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw usage_error{std::string(arg) + " needs a value"};
-      return argv[++i];
-    };
-    if (arg == "--model") {
-      o.model = value();
-      have_model = true;
-    } else if (arg == "--inputs") {
-      o.inputs = value();
-      have_inputs = true;
-    } else if (arg == "--output") {
-      o.output = value();
-      have_output = true;
-    } else if (arg == "--images" || arg == "--texts") {
-      auto& list = arg == "--images" ? o.images : o.texts;
-      (arg == "--images" ? o.have_images : o.have_texts) = true;
-      while (i + 1 < argc && std::string_view(argv[i + 1]).rfind("--", 0) != 0) list.emplace_back(argv[++i]);
-      if (list.empty()) throw usage_error{std::string(arg) + " needs at least one value"};
-    } else if (arg == "--vocab") {
-      o.vocab = value();
-    } else if (arg == "--raw-texts") {
-      o.raw_texts = true;
-    } else if (arg == "--max-length") {
-      const std::string v = value();
-      char* end = nullptr;
-      const long long x = std::strtoll(v.c_str(), &end, 10);
-      if (v.empty() || *end != '\0' || x < 2 || x > 100000)
-        throw usage_error{"--max-length '" + v + "' is not a whole number >= 2 (room for [CLS] and [SEP])"};
-      o.max_length = static_cast<index_t>(x);
-    } else if (arg == "--backend") {
-      o.backend = value();
-      if (o.backend != "reference" && o.backend != "onednn")
-        throw usage_error{"unknown backend '" + o.backend + "' (expected reference or onednn)"};
-    } else {
-      throw usage_error{"unknown argument '" + std::string(arg) + "'"};
-    }
+  while (a.next()) {
+    if (a.is("--model")) o.model = a.value();
+    else if (a.is("--inputs")) o.inputs = a.value();
+    else if (a.is("--output")) o.output = a.value();
+    else if (a.is("--images") || a.is("--texts")) {
+      auto& list = a.is("--images") ? o.images : o.texts;
+      for (auto& v : a.values()) list.push_back(std::move(v));
+    } else if (a.is("--vocab")) o.vocab = a.value();
+    else if (a.is("--raw-texts")) o.raw_texts = true;
+    else if (a.is("--max-length"))
+      o.max_length = a.integer<index_t>("a whole number", 2, 100000, "room for [CLS] and [SEP]");
+    else if (a.is("--backend")) o.backend = cli::backend(a);
+    else a.unknown();
   }
-  if (!have_model) throw usage_error{"missing --model DIR"};
+  cli::require(!o.model.empty(), "--model DIR");
+  const bool have_inputs = !o.inputs.empty();
+  o.have_images = !o.images.empty();
+  o.have_texts = !o.texts.empty();
   const bool from_files = o.have_images || o.have_texts;
-  if (have_inputs && from_files) throw usage_error{"give either --inputs or --images/--texts, not both"};
-  if (!have_inputs && !from_files) throw usage_error{"missing --inputs IN.safetensors (or --images/--texts)"};
+  if (have_inputs && from_files) throw cli::usage_error{"give either --inputs or --images/--texts, not both"};
+  cli::require(have_inputs || from_files, "--inputs IN.safetensors (or --images/--texts)");
   if (have_inputs && (!o.vocab.empty() || o.max_length > 0 || o.raw_texts))
-    throw usage_error{"--vocab, --max-length and --raw-texts go with --texts, not --inputs"};
+    throw cli::usage_error{"--vocab, --max-length and --raw-texts go with --texts, not --inputs"};
 #ifndef BLIP2_HAS_IMAGE
-  if (o.have_images) throw usage_error{"--images: this build has no image decoder (blip2::image, libstb-dev)"};
+  if (o.have_images) throw cli::usage_error{"--images: this build has no image decoder (blip2::image, libstb-dev)"};
 #endif
-  if (!have_output) throw usage_error{"missing --output OUT.safetensors"};
+  cli::require(!o.output.empty(), "--output OUT.safetensors");
   return o;
 }
 
@@ -197,20 +163,10 @@ inputs inputs_from_files(Be& be, const options& opt, const qformer_model_config&
     if (!cfg.with_text)
       detail::raise<value_error>("--texts: the model has no text side (a Blip2ForConditionalGeneration checkpoint: no ",
                                  "embeddings.word_embeddings.weight)");
-    const std::filesystem::path vocab = opt.vocab.empty() ? opt.model / "vocab.txt" : opt.vocab;
-    if (!std::filesystem::exists(vocab))
-      detail::raise<value_error>("--texts: no vocabulary: '", vocab.string(), "' does not exist (give --vocab FILE)");
-    const auto tok = io::bert_tokenizer::from_vocab_file(vocab);
-    if (static_cast<index_t>(tok.vocab_size()) > cfg.qformer.vocab_size)
-      detail::raise<value_error>("vocabulary '", vocab.string(), "' has ", tok.vocab_size(),
-                                 " tokens but the model's vocab_size is ", cfg.qformer.vocab_size);
-    const index_t max_pos = cfg.qformer.max_position_embeddings;
-    const index_t max_length = opt.max_length > 0 ? opt.max_length : std::min<index_t>(35, max_pos);
-    if (max_length > max_pos)
-      detail::raise<value_error>("--max-length ", max_length, " exceeds the model's max_position_embeddings = ", max_pos);
+    const auto [tok, max_length] = cli::load_tokenizer(opt.model, opt.vocab, opt.max_length, cfg.qformer);
     std::vector<std::string> texts;
     for (const auto& t : opt.texts) texts.push_back(opt.raw_texts ? t : io::lavis_caption(t));
-    const io::tokenized_batch b = tok.encode_batch(texts, static_cast<std::size_t>(max_length));
+    const io::tokenized_batch b = tok.encode_batch(texts, max_length);
     in.Bt = static_cast<index_t>(b.batch);
     in.T = static_cast<index_t>(b.length);
     in.ids = dynamic_tensor<index_t>{{in.Bt, in.T}, b.input_ids};
@@ -322,37 +278,7 @@ void run(Be& be, const options& opt) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  options opt;
-  try {
-    opt = parse_args(argc, argv);
-  } catch (const usage_error& e) {
-    if (e.message.empty()) {  // --help
-      std::printf("%s\n", usage_line);
-      return 0;
-    }
-    std::fprintf(stderr, "qformer_features: %s\n%s\n", e.message.c_str(), usage_line);
-    return 2;
-  }
-  try {
-    if (opt.backend == "onednn") {
-#ifdef BLIP2_HAS_ONEDNN
-      onednn_backend be;
-      run(be, opt);
-#else
-      std::fprintf(stderr, "qformer_features: --backend onednn: this build has no oneDNN backend "
-                           "(compiled without BLIP2_HAS_ONEDNN); use --backend reference\n");
-      return 1;
-#endif
-    } else {
-      reference_backend be;
-      run(be, opt);
-    }
-  } catch (const blip2::error& e) {
-    std::fprintf(stderr, "qformer_features: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "qformer_features: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+  return cli::run_main("qformer_features", usage_line, argc, argv, parse_args, [](const options& opt) {
+    return cli::with_backend(opt.backend, [&](auto& be) { return run(be, opt); });
+  });
 }

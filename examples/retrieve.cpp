@@ -48,8 +48,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -57,12 +55,10 @@
 #include <optional>
 #include <span>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
-#include "blip2/backend/reference/reference_backend.hpp"
 #include "blip2/eval/rerank_scores.hpp"
 #include "blip2/eval/retrieval.hpp"
 #include "blip2/io/bert_tokenizer.hpp"
@@ -70,9 +66,7 @@
 #include "blip2/io/qformer_checkpoint.hpp"
 #include "blip2/io/vision_checkpoint.hpp"
 #include "blip2/train/progress.hpp"
-#ifdef BLIP2_HAS_ONEDNN
-#include "blip2/backend/onednn/onednn.hpp"
-#endif
+#include "cli.hpp"
 
 using namespace blip2;
 namespace fs = std::filesystem;
@@ -86,58 +80,30 @@ constexpr const char* usage_line =
 struct options {
   fs::path model, images, captions, vocab, ground_truth, output;
   index_t k = 128, batch = 8, max_length = 0, show = 5;  // max_length 0: min(35, max_position_embeddings)
-#ifdef BLIP2_HAS_ONEDNN
-  std::string backend = "onednn";
-#else
-  std::string backend = "reference";
-#endif
+  std::string backend = cli::fastest_backend;
 };
 
-struct usage_error {
-  std::string message;
-};
-
-index_t parse_count(const std::string& name, const std::string& v, index_t lo) {
-  char* end = nullptr;
-  const long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || x < lo || x > (1LL << 40))
-    throw usage_error{name + " '" + v + "' is not a whole number >= " + std::to_string(lo)};
-  return static_cast<index_t>(x);
-}
-
-options parse_args(int argc, char** argv) {
+options parse_args(cli::arguments& a) {
   options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    if (arg == "-h" || arg == "--help") throw usage_error{};
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw usage_error{std::string(arg) + " needs a value"};
-      return argv[++i];
-    };
-    if (arg == "--model") o.model = value();
-    else if (arg == "--images") o.images = value();
-    else if (arg == "--captions") o.captions = value();
-    else if (arg == "--vocab") o.vocab = value();
-    else if (arg == "--ground-truth") o.ground_truth = value();
-    else if (arg == "--output") o.output = value();
-    else if (arg == "--k") o.k = parse_count("--k", value(), 1);
-    else if (arg == "--batch") o.batch = parse_count("--batch", value(), 1);
-    else if (arg == "--max-length") o.max_length = parse_count("--max-length", value(), 2);
-    else if (arg == "--show") o.show = parse_count("--show", value(), 0);
-    else if (arg == "--backend") {
-      o.backend = value();
-      if (o.backend != "reference" && o.backend != "onednn")
-        throw usage_error{"unknown backend '" + o.backend + "' (expected reference or onednn)"};
-#ifndef BLIP2_HAS_ONEDNN
-      if (o.backend == "onednn") throw usage_error{"this build has no oneDNN backend; use --backend reference"};
-#endif
-    } else {
-      throw usage_error{"unknown argument '" + std::string(arg) + "'"};
-    }
+  // counts: at least `lo`, at most 2^40
+  auto count = [&](index_t lo) { return a.integer<index_t>("a whole number", lo, index_t{1} << 40); };
+  while (a.next()) {
+    if (a.is("--model")) o.model = a.value();
+    else if (a.is("--images")) o.images = a.value();
+    else if (a.is("--captions")) o.captions = a.value();
+    else if (a.is("--vocab")) o.vocab = a.value();
+    else if (a.is("--ground-truth")) o.ground_truth = a.value();
+    else if (a.is("--output")) o.output = a.value();
+    else if (a.is("--k")) o.k = count(1);
+    else if (a.is("--batch")) o.batch = count(1);
+    else if (a.is("--max-length")) o.max_length = count(2);
+    else if (a.is("--show")) o.show = count(0);
+    else if (a.is("--backend")) o.backend = cli::backend(a);
+    else a.unknown();
   }
-  if (o.model.empty()) throw usage_error{"missing --model DIR"};
-  if (o.images.empty()) throw usage_error{"missing --images FOLDER"};
-  if (o.captions.empty()) throw usage_error{"missing --captions FILE"};
+  cli::require(!o.model.empty(), "--model DIR");
+  cli::require(!o.images.empty(), "--images FOLDER");
+  cli::require(!o.captions.empty(), "--captions FILE");
   return o;
 }
 
@@ -248,23 +214,13 @@ int run(Be& be, const options& o) {
   if (vit.config().hidden_size != cfg.qformer.encoder_hidden_size)
     detail::raise<value_error>("--model '", o.model.string(), "': vision_config.hidden_size = ", vit.config().hidden_size,
                                " but qformer_config.encoder_hidden_size = ", cfg.qformer.encoder_hidden_size);
-  const fs::path vocab_path = o.vocab.empty() ? o.model / "vocab.txt" : o.vocab;
-  if (!fs::exists(vocab_path))
-    detail::raise<value_error>("no vocabulary: '", vocab_path.string(), "' does not exist (give --vocab FILE)");
-  const auto tok = io::bert_tokenizer::from_vocab_file(vocab_path);
-  if (static_cast<index_t>(tok.vocab_size()) > cfg.qformer.vocab_size)
-    detail::raise<value_error>("vocabulary '", vocab_path.string(), "' has ", tok.vocab_size(),
-                               " tokens but the model's vocab_size is ", cfg.qformer.vocab_size);
-  const index_t max_pos = cfg.qformer.max_position_embeddings;
-  const index_t max_length = o.max_length > 0 ? o.max_length : std::min<index_t>(35, max_pos);
-  if (max_length > max_pos)
-    detail::raise<value_error>("--max-length ", max_length, " exceeds the model's max_position_embeddings = ", max_pos);
+  const auto [tok, max_length] = cli::load_tokenizer(o.model, o.vocab, o.max_length, cfg.qformer);
 
   // ---- texts: pre_caption, tokenize, text pass -> text_feat (Nt, D) ----
   std::vector<std::string> pre;
   pre.reserve(captions.size());
   for (const auto& c : captions) pre.push_back(io::lavis_caption(c));
-  const io::tokenized_batch tb = tok.encode_batch(pre, static_cast<std::size_t>(max_length));
+  const io::tokenized_batch tb = tok.encode_batch(pre, max_length);
   const index_t T = static_cast<index_t>(tb.length);
   const tensor_view<const index_t, 2> ids(tb.input_ids.data(), {Nt, T}), mask(tb.attention_mask.data(), {Nt, T});
   const host_tensor<float, 2> text_feat = text_features(be, qf, ids, mask);  // (Nt, D)
@@ -401,28 +357,7 @@ int run(Be& be, const options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  options o;
-  try {
-    o = parse_args(argc, argv);
-  } catch (const usage_error& e) {
-    if (e.message.empty()) {
-      std::printf("%s\n", usage_line);
-      return 0;
-    }
-    std::fprintf(stderr, "retrieve: %s\n%s\n", e.message.c_str(), usage_line);
-    return 2;
-  }
-  try {
-#ifdef BLIP2_HAS_ONEDNN
-    if (o.backend == "onednn") {
-      onednn_backend be;
-      return run(be, o);
-    }
-#endif
-    reference_backend be;
-    return run(be, o);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "retrieve: %s\n", e.what());
-    return 1;
-  }
+  return cli::run_main("retrieve", usage_line, argc, argv, parse_args, [](const options& o) {
+    return cli::with_backend(o.backend, [&](auto& be) { return run(be, o); });
+  });
 }

@@ -42,27 +42,21 @@
 // uses (every tensor of model.safetensors that belongs to the Q-Former and its heads), shaped like it:
 // the gradient of loss_itc + loss_itm + loss_itg. The image embeddings are frozen: no gradient.
 // Exit status: 0 success, 1 a failure (message on stderr), 2 a usage error.
-#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <exception>
 #include <filesystem>
 #include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
 
-#include "blip2/backend/reference/reference_backend.hpp"
 #include "blip2/io/qformer_checkpoint.hpp"
 #include "blip2/io/safetensors.hpp"
 #include "blip2/mining/blip2_sampler.hpp"
 #include "blip2/mining/fixed_sampler.hpp"
 #include "blip2/train/stage1_step.hpp"
-#ifdef BLIP2_HAS_ONEDNN
-#include "blip2/backend/onednn/onednn.hpp"
-#endif
+#include "cli.hpp"
 
 using namespace blip2;
 
@@ -78,46 +72,19 @@ struct options {
   std::uint64_t seed = 0;
 };
 
-struct usage_error {
-  std::string message;
-};
-
-// --name VALUE pairs; anything else is a usage error.
-options parse_args(int argc, char** argv) {
+options parse_args(cli::arguments& a) {
   options o;
-  bool have_model = false, have_inputs = false, have_output = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    if (arg == "-h" || arg == "--help") throw usage_error{};
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw usage_error{std::string(arg) + " needs a value"};
-      return argv[++i];
-    };
-    if (arg == "--model") {
-      o.model = value();
-      have_model = true;
-    } else if (arg == "--inputs") {
-      o.inputs = value();
-      have_inputs = true;
-    } else if (arg == "--output") {
-      o.output = value();
-      have_output = true;
-    } else if (arg == "--backend") {
-      o.backend = value();
-      if (o.backend != "reference" && o.backend != "onednn")
-        throw usage_error{"unknown backend '" + o.backend + "' (expected reference or onednn)"};
-    } else if (arg == "--seed") {
-      const std::string s = value();
-      const auto r = std::from_chars(s.data(), s.data() + s.size(), o.seed);
-      if (s.empty() || r.ec != std::errc() || r.ptr != s.data() + s.size())
-        throw usage_error{"--seed '" + s + "' is not an integer in [0, 2^64)"};
-    } else {
-      throw usage_error{"unknown argument '" + std::string(arg) + "'"};
-    }
+  while (a.next()) {
+    if (a.is("--model")) o.model = a.value();
+    else if (a.is("--inputs")) o.inputs = a.value();
+    else if (a.is("--output")) o.output = a.value();
+    else if (a.is("--backend")) o.backend = cli::backend(a);
+    else if (a.is("--seed")) o.seed = a.integer<std::uint64_t>("an integer", 0);
+    else a.unknown();
   }
-  if (!have_model) throw usage_error{"missing --model DIR"};
-  if (!have_inputs) throw usage_error{"missing --inputs IN.safetensors"};
-  if (!have_output) throw usage_error{"missing --output OUT.safetensors"};
+  cli::require(!o.model.empty(), "--model DIR");
+  cli::require(!o.inputs.empty(), "--inputs IN.safetensors");
+  cli::require(!o.output.empty(), "--output OUT.safetensors");
   return o;
 }
 
@@ -271,37 +238,7 @@ void run(Be& be, const options& opt) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  options opt;
-  try {
-    opt = parse_args(argc, argv);
-  } catch (const usage_error& e) {
-    if (e.message.empty()) {  // --help
-      std::printf("%s\n", usage_line);
-      return 0;
-    }
-    std::fprintf(stderr, "stage1_step: %s\n%s\n", e.message.c_str(), usage_line);
-    return 2;
-  }
-  try {
-    if (opt.backend == "onednn") {
-#ifdef BLIP2_HAS_ONEDNN
-      onednn_backend be;
-      run(be, opt);
-#else
-      std::fprintf(stderr, "stage1_step: --backend onednn: this build has no oneDNN backend "
-                           "(compiled without BLIP2_HAS_ONEDNN); use --backend reference\n");
-      return 1;
-#endif
-    } else {
-      reference_backend be;
-      run(be, opt);
-    }
-  } catch (const blip2::error& e) {
-    std::fprintf(stderr, "stage1_step: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "stage1_step: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+  return cli::run_main("stage1_step", usage_line, argc, argv, parse_args, [](const options& opt) {
+    return cli::with_backend(opt.backend, [&](auto& be) { return run(be, opt); });
+  });
 }

@@ -15,23 +15,24 @@
 //   tokenize --vocab VOCAB.txt [--max-length N] [--caption] < lines.txt
 // prints, for each input line, its ids separated by spaces. N >= 2, default 512 (BERT's positions).
 // Exit status: 0 success, 1 a failure (message on stderr), 2 a usage error.
-#include <charconv>
-#include <cstdio>
-#include <exception>
+#include <cstdint>
 #include <iostream>
+#include <stdexcept>
 #include <string>
-#include <string_view>
 
-#include "blip2/core/errors.hpp"
 #include "blip2/io/bert_tokenizer.hpp"
+#include "cli.hpp"
 
 namespace {
 
-constexpr const char* usage_line = "usage: tokenize --vocab VOCAB.txt [--max-length N] [--caption] < lines.txt";
+namespace cli = blip2::cli;
 
-struct usage_error {
-  std::string message;  // empty for --help
-};
+constexpr const char* usage_line = "usage: tokenize --vocab VOCAB.txt [--max-length N] [--caption] < lines.txt";
+constexpr const char* help_text =
+    "Prints the BERT token ids ([CLS] ... [SEP]) of each line of standard input.\n"
+    "  --vocab FILE      the vocabulary (vocab.txt of a Hugging Face BERT checkpoint)\n"
+    "  --max-length N    at most N ids per line, [CLS] and [SEP] included (default 512)\n"
+    "  --caption         apply LAVIS's caption pre-processing first\n";
 
 struct options {
   std::string vocab;
@@ -39,78 +40,40 @@ struct options {
   bool caption = false;
 };
 
-options parse(int argc, char** argv) {
+options parse(cli::arguments& a) {
   options o;
-  bool have_vocab = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    if (arg == "-h" || arg == "--help") throw usage_error{};
-    if (arg == "--caption") {
-      o.caption = true;
-    } else if (arg == "--vocab" || arg == "--max-length") {
-      if (i + 1 >= argc) throw usage_error{std::string(arg) + " needs a value"};
-      const std::string_view value = argv[++i];
-      if (arg == "--vocab") {
-        o.vocab = value;
-        have_vocab = true;
-      } else {
-        const auto* end = value.data() + value.size();
-        const auto [p, ec] = std::from_chars(value.data(), end, o.max_length);
-        if (ec != std::errc{} || p != end || o.max_length < 2)
-          throw usage_error{"--max-length needs an integer >= 2 (room for [CLS] and [SEP]), not '" +
-                            std::string(value) + "'"};
-      }
-    } else {
-      throw usage_error{"unknown argument '" + std::string(arg) + "'"};
-    }
+  while (a.next()) {
+    if (a.is("--caption")) o.caption = true;
+    else if (a.is("--vocab")) o.vocab = a.value();
+    else if (a.is("--max-length"))
+      o.max_length = a.integer<std::size_t>("a whole number", 2, SIZE_MAX, "room for [CLS] and [SEP]");
+    else a.unknown();
   }
-  if (!have_vocab) throw usage_error{"missing --vocab VOCAB.txt"};
+  cli::require(!o.vocab.empty(), "--vocab VOCAB.txt");
   return o;
+}
+
+int run(const options& opt) {
+  const auto tok = blip2::io::bert_tokenizer::from_vocab_file(opt.vocab);
+  std::ios::sync_with_stdio(false);
+  std::string line, out;
+  while (std::getline(std::cin, line)) {
+    const auto ids = tok.encode(opt.caption ? blip2::io::lavis_caption(line) : line, opt.max_length);
+    out.clear();
+    for (std::size_t k = 0; k < ids.size(); ++k) {
+      if (k) out.push_back(' ');
+      out += std::to_string(ids[k]);
+    }
+    out.push_back('\n');
+    std::cout << out;
+  }
+  std::cout.flush();
+  if (!std::cout) throw std::runtime_error("writing to standard output failed");
+  return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  options opt;
-  try {
-    opt = parse(argc, argv);
-  } catch (const usage_error& e) {
-    if (e.message.empty()) {
-      std::printf("%s\n", usage_line);
-      std::printf("Prints the BERT token ids ([CLS] ... [SEP]) of each line of standard input.\n"
-                  "  --vocab FILE      the vocabulary (vocab.txt of a Hugging Face BERT checkpoint)\n"
-                  "  --max-length N    at most N ids per line, [CLS] and [SEP] included (default 512)\n"
-                  "  --caption         apply LAVIS's caption pre-processing first\n");
-      return 0;
-    }
-    std::fprintf(stderr, "tokenize: %s\n%s\n", e.message.c_str(), usage_line);
-    return 2;
-  }
-  try {
-    const auto tok = blip2::io::bert_tokenizer::from_vocab_file(opt.vocab);
-    std::ios::sync_with_stdio(false);
-    std::string line, out;
-    while (std::getline(std::cin, line)) {
-      const auto ids = tok.encode(opt.caption ? blip2::io::lavis_caption(line) : line, opt.max_length);
-      out.clear();
-      for (std::size_t k = 0; k < ids.size(); ++k) {
-        if (k) out.push_back(' ');
-        out += std::to_string(ids[k]);
-      }
-      out.push_back('\n');
-      std::cout << out;
-    }
-    std::cout.flush();
-    if (!std::cout) {
-      std::fprintf(stderr, "tokenize: writing to standard output failed\n");
-      return 1;
-    }
-  } catch (const blip2::error& e) {
-    std::fprintf(stderr, "tokenize: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tokenize: unexpected error: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+  return cli::run_main("tokenize", usage_line, argc, argv, parse, run, help_text);
 }

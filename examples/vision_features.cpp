@@ -21,18 +21,14 @@
 // OUT (float32) holds pixel_values (1, 3, S, S) and image_embeds (1, N, E).
 // Exit status: 0 success, 1 a failure (message on stderr), 2 a usage error.
 #include <cstdio>
-#include <cstdlib>
-#include <exception>
 #include <filesystem>
 #include <string>
-#include <string_view>
 
-#include "blip2/backend/reference/reference_backend.hpp"
 #include "blip2/io/image.hpp"
 #include "blip2/io/safetensors.hpp"
 #include "blip2/io/vision_checkpoint.hpp"
+#include "cli.hpp"
 #ifdef BLIP2_HAS_ONEDNN
-#include "blip2/backend/onednn/onednn.hpp"
 #include "blip2/nn/vision_bf16.hpp"
 #endif
 
@@ -47,66 +43,32 @@ constexpr const char* usage_line =
 struct options {
   std::filesystem::path model, image, output;
   int size = 0;  // 0: the checkpoint's image_size
-#ifdef BLIP2_HAS_ONEDNN
-  std::string backend = "onednn";
-#else
-  std::string backend = "reference";
-#endif
+  std::string backend = cli::fastest_backend;
   bool bf16 = false;
 };
 
-struct usage_error {
-  std::string message;
-};
-
-options parse_args(int argc, char** argv) {
+options parse_args(cli::arguments& a) {
   options o;
-  bool have_model = false, have_image = false, have_output = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    if (arg == "-h" || arg == "--help") throw usage_error{};
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw usage_error{std::string(arg) + " needs a value"};
-      return argv[++i];
-    };
-    if (arg == "--model") {
-      o.model = value();
-      have_model = true;
-    } else if (arg == "--image") {
-      o.image = value();
-      have_image = true;
-    } else if (arg == "--output") {
-      o.output = value();
-      have_output = true;
-    } else if (arg == "--size") {
-      const std::string v = value();
-      char* end = nullptr;
-      const long s = std::strtol(v.c_str(), &end, 10);
-      if (v.empty() || *end != '\0' || s < 1 || s > 4096)
-        throw usage_error{"--size '" + v + "' is not an image size in [1, 4096]"};
-      o.size = static_cast<int>(s);
-    } else if (arg == "--backend") {
-      o.backend = value();
-      if (o.backend != "reference" && o.backend != "onednn")
-        throw usage_error{"unknown backend '" + o.backend + "' (expected reference or onednn)"};
-#ifndef BLIP2_HAS_ONEDNN
-      if (o.backend == "onednn") throw usage_error{"this build has no oneDNN backend"};
-#endif
-    } else if (arg == "--bf16") {
-      o.bf16 = true;
-    } else {
-      throw usage_error{"unknown argument '" + std::string(arg) + "'"};
-    }
+  while (a.next()) {
+    if (a.is("--model")) o.model = a.value();
+    else if (a.is("--image")) o.image = a.value();
+    else if (a.is("--output")) o.output = a.value();
+    else if (a.is("--size")) o.size = a.integer("an image size", 1, 4096);
+    else if (a.is("--backend")) o.backend = cli::backend(a);
+    else if (a.is("--bf16")) o.bf16 = true;
+    else a.unknown();
   }
-  if (!have_model) throw usage_error{"missing --model DIR"};
-  if (!have_image) throw usage_error{"missing --image FILE"};
-  if (!have_output) throw usage_error{"missing --output OUT.safetensors"};
-  if (o.bf16 && o.backend != "onednn") throw usage_error{"--bf16 needs --backend onednn"};
+  cli::require(!o.model.empty(), "--model DIR");
+  cli::require(!o.image.empty(), "--image FILE");
+  cli::require(!o.output.empty(), "--output OUT.safetensors");
+  if (o.bf16 && o.backend != "onednn") throw cli::usage_error{"--bf16 needs --backend onednn"};
   return o;
 }
 
 template <class Be>
 int run(Be& be, const options& o) {
+  if constexpr (requires { require_bf16_weights(be); })
+    if (o.bf16) require_bf16_weights(be);  // throws backend_error: see nn/vision_bf16.hpp
   // the encoder first: a bad checkpoint is reported before the image is decoded
   const vision_model<float> vit = load_vision_model<float>(o.model);
   const int size = o.size > 0 ? o.size : static_cast<int>(vit.config().image_size);
@@ -131,26 +93,7 @@ int run(Be& be, const options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  options o;
-  try {
-    o = parse_args(argc, argv);
-  } catch (const usage_error& e) {
-    if (!e.message.empty()) std::fprintf(stderr, "vision_features: %s\n", e.message.c_str());
-    std::fprintf(stderr, "%s\n", usage_line);
-    return 2;
-  }
-  try {
-#ifdef BLIP2_HAS_ONEDNN
-    if (o.backend == "onednn") {
-      onednn_backend be;
-      if (o.bf16) require_bf16_weights(be);  // throws backend_error: see nn/vision_bf16.hpp
-      return run(be, o);
-    }
-#endif
-    reference_backend be;
-    return run(be, o);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "vision_features: %s\n", e.what());
-    return 1;
-  }
+  return cli::run_main("vision_features", usage_line, argc, argv, parse_args, [](const options& o) {
+    return cli::with_backend(o.backend, [&](auto& be) { return run(be, o); });
+  });
 }

@@ -290,12 +290,12 @@ class bert_tokenizer {
   static bert_tokenizer from_vocab_file(const std::filesystem::path& path) {
     const std::string where = "vocab '" + path.string() + "'";
     std::ifstream in(path, std::ios::binary);
-    if (!in) detail::raise<format_error>(where, ": cannot open: ", std::strerror(errno));
+    if (!in) blip2::detail::raise<format_error>(where, ": cannot open: ", std::strerror(errno));
     const std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-    if (in.bad()) detail::raise<format_error>(where, ": read failed");
+    if (in.bad()) blip2::detail::raise<format_error>(where, ": read failed");
     if (const auto bad = utf8_invalid_offset(bytes); bad != std::string_view::npos) {
       const auto line = 1 + std::count(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(bad), '\n');
-      detail::raise<format_error>(where, ": invalid UTF-8 at byte offset ", bad, " (line ", line,
+      blip2::detail::raise<format_error>(where, ": invalid UTF-8 at byte offset ", bad, " (line ", line,
                                   "); a vocabulary is UTF-8 text, one token a line");
     }
     // Python's universal newlines: \r\n, \r and \n all end a line; a last line without an end counts.
@@ -414,7 +414,7 @@ class bert_tokenizer {
       const auto it = t.ids_.find(token);
       if (it != t.ids_.end()) return it->second;
       const bool bom = !tokens.empty() && tokens[0].starts_with("\xEF\xBB\xBF");
-      const auto msg = detail::concat(t.name_, ": the special token ", token, " is missing (", tokens.size(),
+      const auto msg = blip2::detail::concat(t.name_, ": the special token ", token, " is missing (", tokens.size(),
                                       " lines; a BERT vocabulary needs [PAD], [UNK], [CLS] and [SEP])",
                                       bom ? "; its first line starts with a UTF-8 byte-order mark" : "");
       if (from_file) throw format_error(msg);
