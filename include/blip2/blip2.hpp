@@ -1,7 +1,9 @@
 // blip2/blip2.hpp: the whole library in one include.
 //
-// The core (tensor views, concepts, the reference backend, every op, the Q-Former and its heads) needs
-// only C++20. Optional parts are included when their dependency is there:
+// The core (tensor views, concepts, the reference backend, every op, the Q-Former and its heads, the
+// ViT, the stage-1 losses, samplers, optimiser and step, retrieval) needs only C++20. Not included:
+// train/plot_png.hpp (it needs stb_image_write linked). Optional parts are included when their
+// dependency is there:
 //   oneDNN backend      when compiled with BLIP2_HAS_ONEDNN (link blip2::onednn)
 //   io (safetensors, Hugging Face config, checkpoints)   when compiled with BLIP2_HAS_IO (link blip2::io)
 //   io/image.hpp (PNG/JPEG, BLIP-2's eval transform)      when compiled with BLIP2_HAS_IMAGE (link blip2::image)
@@ -40,6 +42,29 @@
 #include "blip2/nn/softmax.hpp"
 
 #include "blip2/loss/cross_entropy.hpp"
+#include "blip2/loss/itc.hpp"
+#include "blip2/loss/itg.hpp"
+#include "blip2/loss/itm.hpp"
+#include "blip2/loss/stage1_loss.hpp"
+
+#include "blip2/mining/blip2_sampler.hpp"
+#include "blip2/mining/fixed_sampler.hpp"
+#include "blip2/mining/hardest_sampler.hpp"
+#include "blip2/mining/negative_sampler.hpp"
+#include "blip2/mining/uniform_sampler.hpp"
+
+#include "blip2/optim/adamw.hpp"
+#include "blip2/optim/clip_grad.hpp"
+#include "blip2/optim/schedule.hpp"
+
+#include "blip2/train/csv_log.hpp"
+#include "blip2/train/frozen_patch_encoder.hpp"
+#include "blip2/train/progress.hpp"
+#include "blip2/train/stage1_step.hpp"
+#include "blip2/train/synthetic_shapes.hpp"
+
+#include "blip2/eval/rerank_scores.hpp"
+#include "blip2/eval/retrieval.hpp"
 
 // The BERT tokenizer and LAVIS captions need only C++20 (their Unicode tables are generated, committed).
 #include "blip2/io/bert_tokenizer.hpp"
@@ -52,6 +77,7 @@
 #include "blip2/io/hf_config.hpp"
 #include "blip2/io/qformer_checkpoint.hpp"
 #include "blip2/io/safetensors.hpp"
+#include "blip2/io/training_checkpoint.hpp"
 #endif
 
 #if defined(BLIP2_HAS_IMAGE)
