@@ -25,6 +25,7 @@
 #include "blip2/io/safetensors.hpp"
 #include "blip2/io/utf8.hpp"
 #include "blip2/nn/qformer_config.hpp"  // included twice on purpose: one definition
+#include "harness/expect_error.hpp"
 #include "harness/temp_dir.hpp"
 
 using blip2::testing::temp_dir;
@@ -33,6 +34,9 @@ using blip2::index_t;
 using blip2::safetensors_dtype;
 using blip2::safetensors_entry;
 using blip2::safetensors_file;
+
+using blip2::testing::has;
+using blip2::testing::message_of;
 
 namespace {
 
@@ -70,21 +74,6 @@ std::vector<std::byte> raw_file(std::string_view header, std::size_t data_bytes,
   for (char c : header) out.push_back(static_cast<std::byte>(c));
   for (std::size_t i = 0; i < data_bytes; ++i) out.push_back(static_cast<std::byte>(i & 0xff));
   return out;
-}
-
-// Runs f, which must throw E; returns the message (empty and a failed check otherwise).
-template <class E, class F>
-std::string message_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    FAIL_CHECK("threw the wrong exception type: ", e.what());
-    return {};
-  }
-  FAIL_CHECK("did not throw");
-  return {};
 }
 
 void check_contains(const std::string& message, std::initializer_list<std::string_view> parts) {
@@ -400,7 +389,6 @@ TEST_CASE("safetensors bad input: missing file, directory") {
                  {"absent.safetensors", "cannot open"});
   check_contains(message_of<blip2::format_error>([&] { (void)safetensors_file::open(tmp()); }), {"not a regular file"});
 }
-
 
 namespace {
 // One header entry: "name":{"dtype":...,"shape":[...],"data_offsets":[b,e]}

@@ -23,32 +23,19 @@
 #include "blip2/backend/reference/reference_backend.hpp"
 #include "blip2/io/qformer_checkpoint.hpp"
 #include "blip2/nn/qformer_heads.hpp"
+#include "harness/expect_error.hpp"
 #include "harness/temp_dir.hpp"
 
 using namespace blip2;
 using blip2::testing::temp_dir;
 namespace fs = std::filesystem;
 
+using blip2::testing::has;
+using blip2::testing::message_of;
+
 namespace {
 
 const fs::path fixture = fs::path(BLIP2_FIXTURE_DIR) / "qformer_padded";
-
-
-// Runs f, which must throw exactly E (or a type derived from it); returns the message.
-template <class E, class F>
-std::string message_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    const std::string what = std::string("threw another exception type than expected: ") + e.what();
-    FAIL_CHECK(what);
-    return {};
-  }
-  FAIL_CHECK("did not throw");
-  return {};
-}
 
 // Every part must appear in the message.
 void check_says(const std::string& message, const std::vector<std::string>& parts) {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "blip2/io/safetensors.hpp"
+#include "harness/expect_error.hpp"
 #include "harness/run_program.hpp"
 
 using namespace blip2;
@@ -29,10 +30,6 @@ namespace {
 
 const fs::path fixtures = BLIP2_FIXTURE_DIR;
 const std::string exe = BLIP2_QFORMER_FEATURES_EXE;
-
-
-
-
 
 using result = program_result;
 
@@ -79,22 +76,12 @@ void write_inputs(const fs::path& path, const std::string& fixture, const std::v
   save_safetensors(path, entries);
 }
 
-std::vector<std::string> backends() {
-#ifdef BLIP2_HAS_ONEDNN
-  return {"reference", "onednn"};
-#else
-  return {"reference"};
-#endif
-}
-
-bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
-
 }  // namespace
 
 TEST_CASE("qformer_features: every output equals the PyTorch fixture, on every backend") {
   const std::vector<std::string> outputs = {"query_output", "image_feats", "text_feat", "itc_scores", "itm_logits"};
   for (const std::string fixture : {"qformer_freq1", "qformer_padded"})
-    for (const auto& backend : backends()) {
+    for (const auto& backend : built_backends()) {
       CAPTURE(fixture);
       CAPTURE(backend);
       temp_dir dir;
@@ -113,7 +100,7 @@ TEST_CASE("qformer_features: every output equals the PyTorch fixture, on every b
 }
 
 TEST_CASE("qformer_features: image_embeds alone gives the image outputs only") {
-  for (const auto& backend : backends()) {
+  for (const auto& backend : built_backends()) {
     CAPTURE(backend);
     temp_dir dir;
     write_inputs(dir / "in.safetensors", "qformer_padded", {"image_embeds"});

@@ -31,6 +31,7 @@
 #include "blip2/io/image.hpp"
 #include "blip2/io/safetensors.hpp"
 #include "blip2/io/vision_checkpoint.hpp"
+#include "harness/expect_error.hpp"
 #include "harness/run_program.hpp"
 
 using namespace blip2;
@@ -47,16 +48,6 @@ const std::string features_exe = BLIP2_QFORMER_FEATURES_EXE;
 // float32 against PyTorch's float64 on O(1) scores (cosines in [-1, 1], ITM logits below 1 here): we measure
 // 3e-7; 1e-5 still catches any wrong term while leaving room for another BLAS's summation order.
 constexpr double score_tol = 1e-5;
-
-std::vector<std::string> backends() {
-#ifdef BLIP2_HAS_ONEDNN
-  return {"reference", "onednn"};
-#else
-  return {"reference"};
-#endif
-}
-
-bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 struct torch_scores {
   index_t Ni = 0, Nt = 0;
@@ -110,7 +101,7 @@ TEST_CASE("retrieve: ranked lists and scores equal PyTorch's (LAVIS compute_sim_
   const torch_scores s = load_torch();
   REQUIRE(s.Ni == 6);
   REQUIRE(s.Nt == 8);
-  for (const auto& backend : backends())
+  for (const auto& backend : built_backends())
     for (const index_t k : {index_t{3}, index_t{128}}) {
       CAPTURE(backend);
       CAPTURE(k);
@@ -357,7 +348,7 @@ TEST_CASE("qformer_features --images/--texts equals --inputs on the library's ow
     for (index_t t = 0; t < 16; ++t)
       CHECK(tb.input_ids[static_cast<std::size_t>(b * 16 + t)] == want_ids.data[static_cast<std::size_t>(rows[b] * 16 + t)]);
 
-  for (const auto& backend : backends()) {
+  for (const auto& backend : built_backends()) {
     CAPTURE(backend);
     std::vector<std::string> a = {"--model", tiny.string(), "--inputs", (dir / "in.safetensors").string(), "--output",
                                   (dir / "a.safetensors").string(), "--backend", backend};

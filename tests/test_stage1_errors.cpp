@@ -51,11 +51,15 @@
 #include "blip2/optim/clip_grad.hpp"
 #include "blip2/optim/schedule.hpp"
 #include "blip2/train/stage1_step.hpp"
+#include "harness/expect_error.hpp"
 #include "harness/temp_dir.hpp"
 
 using namespace blip2;
 using blip2::testing::temp_dir;
 namespace fs = std::filesystem;
+
+using blip2::testing::has;
+using blip2::testing::message_of;
 
 namespace {
 
@@ -175,23 +179,6 @@ double max_abs_grad(qformer_model<T>& m, const std::string& which) {
   REQUIRE(out >= 0);  // the parameter exists
   return out;
 }
-
-// The message of the E that f throws; fails the check (and returns "") when f throws nothing or another type.
-template <class E, class F>
-std::string message_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    FAIL_CHECK("threw another exception type: ", e.what());
-    return "";
-  }
-  FAIL_CHECK("threw nothing");
-  return "";
-}
-
-bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 std::vector<char> read_file(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);

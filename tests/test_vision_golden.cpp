@@ -30,9 +30,13 @@
 #include "blip2/backend/onednn/onednn.hpp"
 #include "blip2/io/vision_checkpoint.hpp"
 #include "blip2/nn/vision_bf16.hpp"
+#include "harness/expect_error.hpp"
 #include "harness/temp_dir.hpp"
 
 using namespace blip2;
+
+using blip2::testing::has;
+using blip2::testing::message_of;
 
 namespace {
 
@@ -99,18 +103,6 @@ void write_checkpoint(const testing::temp_dir& dir, Edit&& edit, const std::stri
     std::filesystem::copy_file(fixture / "config.json", dir / "config.json");
   else
     std::ofstream(dir / "config.json") << config;
-}
-
-template <class E, class F>
-std::string message_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("wrong exception type: ") + e.what();
-  }
-  return "no exception";
 }
 
 }  // namespace

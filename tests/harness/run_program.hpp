@@ -13,6 +13,15 @@
 
 namespace blip2::testing {
 
+// The --backend values a built example accepts in this build.
+inline std::vector<std::string> built_backends() {
+#ifdef BLIP2_HAS_ONEDNN
+  return {"reference", "onednn"};
+#else
+  return {"reference"};
+#endif
+}
+
 inline std::string shell_quoted(const std::string& s) {  // single-quoted for /bin/sh
   std::string out = "'";
   for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
