@@ -55,6 +55,7 @@
 #include "blip2/io/vision_checkpoint.hpp"
 #endif
 #include "cli.hpp"
+#include "precomputed_inputs.hpp"
 
 using namespace blip2;
 
@@ -116,39 +117,19 @@ struct inputs {
 
 inputs read_inputs(const std::filesystem::path& path, const qformer_model_config& cfg) {
   const auto file = safetensors_file::open(path);
-  const std::string where = "inputs '" + path.string() + "'";
+  const std::string where = cli::inputs_where(path);
   auto fail = [&](auto&&... parts) { detail::raise<value_error>(where, ": ", parts...); };
   inputs in;
-  if (!file.contains("image_embeds"))
-    fail("no tensor 'image_embeds' (float, shape (B, N, E) with E = encoder_hidden_size = ",
-         cfg.qformer.encoder_hidden_size, ")");
-  in.image = file.load_dynamic<float>("image_embeds");
-  const auto shape = [](const auto& t) { return detail::vector_shape_string(t.shape); };
-  if (in.image.shape.size() != 3)
-    detail::raise<shape_error>(where, ": 'image_embeds' has shape ", shape(in.image), ", expected (B, N, E)");
+  in.image = cli::read_image_embeds(file, where, cfg);
   in.B = in.image.shape[0], in.N = in.image.shape[1], in.E = in.image.shape[2];
-  if (in.B < 1 || in.N < 1)
-    detail::raise<shape_error>(where, ": 'image_embeds' has shape ", shape(in.image),
-                               ", expected at least one image (B >= 1) of at least one token (N >= 1)");
-  if (in.E != cfg.qformer.encoder_hidden_size)
-    detail::raise<shape_error>(where, ": 'image_embeds' has shape ", shape(in.image), " but its last dimension must be ",
-                               "the model's encoder_hidden_size = ", cfg.qformer.encoder_hidden_size);
   if (file.contains("input_ids")) {
-    in.ids = file.load_dynamic<index_t>("input_ids");
-    if (in.ids->shape.size() != 2 || in.ids->shape[0] != in.B || in.ids->shape[1] < 1)
-      detail::raise<shape_error>(where, ": 'input_ids' has shape ", shape(*in.ids), ", expected (B, T) with B = ", in.B,
-                                 " (one text per image) and T >= 1");
+    in.ids = cli::read_input_ids(file, where, in.B);
     in.T = in.ids->shape[1];
     in.Bt = in.B;
     if (!cfg.with_text)
       fail("has input_ids, but the model has no text side (a Blip2ForConditionalGeneration checkpoint: no ",
            "embeddings.word_embeddings.weight): give image_embeds only");
-    if (file.contains("attention_mask")) {
-      in.mask = file.load_dynamic<index_t>("attention_mask");
-      if (in.mask->shape != in.ids->shape)
-        detail::raise<shape_error>(where, ": 'attention_mask' has shape ", shape(*in.mask), " but 'input_ids' has shape ",
-                                   shape(*in.ids));
-    }
+    in.mask = cli::read_attention_mask(file, where, *in.ids);
   } else if (file.contains("attention_mask")) {
     fail("has attention_mask but no input_ids");
   }

@@ -57,6 +57,7 @@
 #include "blip2/mining/fixed_sampler.hpp"
 #include "blip2/train/stage1_step.hpp"
 #include "cli.hpp"
+#include "precomputed_inputs.hpp"
 
 using namespace blip2;
 
@@ -117,41 +118,21 @@ struct inputs {
 
 inputs read_inputs(const std::filesystem::path& path, const qformer_model_config& cfg) {
   const auto file = safetensors_file::open(path);
-  const std::string where = "inputs '" + path.string() + "'";
+  const std::string where = cli::inputs_where(path);
   auto fail = [&](auto&&... parts) { detail::raise<value_error>(where, ": ", parts...); };
-  const auto shape = [](const auto& t) { return detail::vector_shape_string(t.shape); };
   inputs in;
-  if (!file.contains("image_embeds"))
-    fail("no tensor 'image_embeds' (float, shape (B, N, E) with E = encoder_hidden_size = ",
-         cfg.qformer.encoder_hidden_size, ")");
-  in.image = file.load_dynamic<float>("image_embeds");
-  if (in.image.shape.size() != 3)
-    detail::raise<shape_error>(where, ": 'image_embeds' has shape ", shape(in.image), ", expected (B, N, E)");
+  in.image = cli::read_image_embeds(file, where, cfg);
   in.B = in.image.shape[0], in.N = in.image.shape[1], in.E = in.image.shape[2];
-  if (in.B < 1 || in.N < 1)
-    detail::raise<shape_error>(where, ": 'image_embeds' has shape ", shape(in.image),
-                               ", expected at least one image (B >= 1) of at least one token (N >= 1)");
-  if (in.E != cfg.qformer.encoder_hidden_size)
-    detail::raise<shape_error>(where, ": 'image_embeds' has shape ", shape(in.image), " but its last dimension must be ",
-                               "the model's encoder_hidden_size = ", cfg.qformer.encoder_hidden_size);
   if (!file.contains("input_ids"))
     fail("no tensor 'input_ids' (int64, shape (B, T) with B = ", in.B,
          "): the stage-1 losses need a caption for every image");
-  in.ids = file.load_dynamic<index_t>("input_ids");
-  if (in.ids.shape.size() != 2 || in.ids.shape[0] != in.B || in.ids.shape[1] < 1)
-    detail::raise<shape_error>(where, ": 'input_ids' has shape ", shape(in.ids), ", expected (B, T) with B = ", in.B,
-                               " (one text per image) and T >= 1");
+  in.ids = cli::read_input_ids(file, where, in.B);
   in.T = in.ids.shape[1];
-  if (file.contains("attention_mask")) {
-    in.mask = file.load_dynamic<index_t>("attention_mask");
-    if (in.mask->shape != in.ids.shape)
-      detail::raise<shape_error>(where, ": 'attention_mask' has shape ", shape(*in.mask), " but 'input_ids' has shape ",
-                                 shape(in.ids));
-  }
+  in.mask = cli::read_attention_mask(file, where, in.ids);
   auto one_per_pair = [&](const char* name) {
     auto t = file.load_dynamic<index_t>(name);
     if (t.shape.size() != 1 || t.shape[0] != in.B)
-      detail::raise<shape_error>(where, ": '", name, "' has shape ", shape(t), ", expected (B) with B = ", in.B);
+      detail::raise<shape_error>(where, ": '", name, "' has shape ", cli::shape_of(t), ", expected (B) with B = ", in.B);
     return t;
   };
   if (file.contains("image_ids")) in.image_ids = one_per_pair("image_ids");
