@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "blip2/io/safetensors.hpp"
+#include "harness/cli_checks.hpp"
 #include "harness/expect_error.hpp"
 #include "harness/run_program.hpp"
 
@@ -66,14 +67,7 @@ void check_tensor(const safetensors_file& got, const safetensors_file& want, con
 // Writes `names` of the fixture's inputs file (plus `extra`) to `path`.
 void write_inputs(const fs::path& path, const std::string& fixture, const std::vector<std::string>& names,
                   std::vector<safetensors_entry> extra = {}) {
-  const auto in = safetensors_file::open(fixtures / fixture / "inputs.safetensors");
-  std::vector<safetensors_entry> entries;
-  for (const auto& n : names) {
-    const auto& t = in.info(n);
-    entries.emplace_back(n, t.dtype, t.shape, std::vector<std::byte>(in.bytes(n).begin(), in.bytes(n).end()));
-  }
-  for (auto& e : extra) entries.push_back(std::move(e));
-  save_safetensors(path, entries);
+  copy_tensors(fixtures / fixture / "inputs.safetensors", path, names, std::move(extra));
 }
 
 }  // namespace
@@ -140,10 +134,6 @@ TEST_CASE("qformer_features: usage errors exit 2 with the usage line") {
   const auto in = (fixtures / "qformer_padded" / "inputs.safetensors").string();
   const auto model = (fixtures / "qformer_padded").string();
   const auto out = (dir / "out.safetensors").string();
-  struct usage_case {
-    std::vector<std::string> args;
-    std::string says;
-  };
   const std::vector<usage_case> cases = {
       {{}, "missing --model"},
       {{"--inputs", in, "--output", out}, "missing --model"},
@@ -153,18 +143,8 @@ TEST_CASE("qformer_features: usage errors exit 2 with the usage line") {
       {{"--model", model, "--inputs", in, "--output", out, "--backend", "cuda"}, "unknown backend 'cuda'"},
       {{"--model", model, "--inputs", in, "--output", out, "--frobnicate"}, "unknown argument '--frobnicate'"},
   };
-  for (const auto& c : cases) {
-    CAPTURE(c.says);
-    const auto r = run(dir, c.args);
-    INFO(r.cmd, "\nstderr: ", r.err);
-    CHECK(r.status == 2);
-    CHECK(r.err.rfind("qformer_features: " + c.says, 0) == 0);
-    CHECK(has(r.err, "usage: qformer_features --model DIR"));
-  }
+  check_usage_errors("qformer_features", exe, dir, cases);
   CHECK_FALSE(fs::exists(out));
-  const auto help = run(dir, {"--help"});
-  CHECK(help.status == 0);
-  CHECK(has(read_text(dir / "stdout.txt"), "usage: qformer_features"));
 }
 
 TEST_CASE("qformer_features: bad input exits 1 with a message naming what is wrong") {

@@ -37,6 +37,7 @@
 #include "blip2/io/safetensors.hpp"
 #include "blip2/mining/blip2_sampler.hpp"
 #include "blip2/train/stage1_step.hpp"
+#include "harness/cli_checks.hpp"
 #include "harness/expect_error.hpp"
 #include "harness/run_program.hpp"
 
@@ -92,14 +93,7 @@ void check_tensor(const safetensors_file& got, const safetensors_file& want, con
 // Writes `names` of the fixture's inputs file (plus `extra`) to `path`.
 void write_inputs(const fs::path& path, const std::string& fixture, const std::vector<std::string>& names,
                   std::vector<safetensors_entry> extra = {}) {
-  const auto in = safetensors_file::open(fixtures / fixture / "inputs.safetensors");
-  std::vector<safetensors_entry> entries;
-  for (const auto& n : names) {
-    const auto& t = in.info(n);
-    entries.emplace_back(n, t.dtype, t.shape, std::vector<std::byte>(in.bytes(n).begin(), in.bytes(n).end()));
-  }
-  for (auto& e : extra) entries.push_back(std::move(e));
-  save_safetensors(path, entries);
+  copy_tensors(fixtures / fixture / "inputs.safetensors", path, names, std::move(extra));
 }
 
 safetensors_entry i64_entry(const std::string& name, std::vector<index_t> shape, const std::vector<std::int64_t>& v) {
@@ -283,10 +277,6 @@ TEST_CASE("stage1_step: usage errors exit 2 with the usage line") {
   const auto in = (fixtures / "stage1_padded" / "inputs.safetensors").string();
   const auto model = (fixtures / "stage1_padded").string();
   const auto out = (dir / "out.safetensors").string();
-  struct usage_case {
-    std::vector<std::string> args;
-    std::string says;
-  };
   const std::vector<usage_case> cases = {
       {{}, "missing --model"},
       {{"--model", model, "--output", out}, "missing --inputs"},
@@ -297,18 +287,8 @@ TEST_CASE("stage1_step: usage errors exit 2 with the usage line") {
       {{"--model", model, "--inputs", in, "--output", out, "--backend", "cuda"}, "unknown backend 'cuda'"},
       {{"--model", model, "--inputs", in, "--output", out, "--lr", "1"}, "unknown argument '--lr'"},
   };
-  for (const auto& c : cases) {
-    CAPTURE(c.says);
-    const auto r = run(dir, c.args);
-    INFO(r.cmd, "\nstderr: ", r.err);
-    CHECK(r.status == 2);
-    CHECK(r.err.rfind("stage1_step: " + c.says, 0) == 0);
-    CHECK(has(r.err, "usage: stage1_step --model DIR"));
-  }
+  check_usage_errors("stage1_step", exe, dir, cases);
   CHECK_FALSE(fs::exists(out));
-  const auto help = run(dir, {"--help"});
-  CHECK(help.status == 0);
-  CHECK(has(read_text(dir / "stdout.txt"), "usage: stage1_step"));
 }
 
 TEST_CASE("stage1_step: bad input exits 1 with a message naming what is wrong") {
