@@ -298,15 +298,7 @@ TEST_CASE("stage1_step: bad input exits 1 with a message naming what is wrong") 
   const auto good_in = fixtures / fixture / "inputs.safetensors";
   const auto out = dir / "out.safetensors";
   auto expect_failure = [&](const std::vector<std::string>& args, const std::vector<std::string>& says) {
-    const auto r = run(dir, args);
-    INFO(r.cmd, "\nstderr: ", r.err);
-    CHECK(r.status == 1);
-    CHECK(r.err.rfind("stage1_step: ", 0) == 0);
-    for (const auto& s : says) {
-      CAPTURE(s);
-      CHECK(has(r.err, s));
-    }
-    CHECK_FALSE(fs::exists(out));
+    check_fails("stage1_step", exe, dir, args, says, out);
   };
 
   SUBCASE("a model without the stage-1 heads (Hugging Face retrieval heads only)") {

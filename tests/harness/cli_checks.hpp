@@ -6,6 +6,9 @@
 //                                          each case exits 2, its stderr starts with "PROG: <says>" and
 //                                          shows the usage line "usage: PROG --model DIR"; then --help
 //                                          exits 0 with the usage line on stdout
+//   check_fails(prog, exe, dir, args, says, out)
+//                                          the run exits 1, its stderr starts with "PROG: " and contains
+//                                          every part of `says`, and it wrote no `out`
 #pragma once
 #include <doctest/doctest.h>
 
@@ -50,6 +53,20 @@ inline void check_usage_errors(const std::string& prog, const std::string& exe, 
   const auto help = run_program(exe, dir, {"--help"});
   CHECK(help.status == 0);
   CHECK(has(read_text(dir / "stdout.txt"), "usage: " + prog));
+}
+
+inline void check_fails(const std::string& prog, const std::string& exe, const temp_dir& dir,
+                        const std::vector<std::string>& args, const std::vector<std::string>& says,
+                        const std::filesystem::path& out) {
+  const auto r = run_program(exe, dir, args);
+  INFO(r.cmd, "\nstderr: ", r.err);
+  CHECK(r.status == 1);
+  CHECK(r.err.rfind(prog + ": ", 0) == 0);
+  for (const auto& s : says) {
+    CAPTURE(s);
+    CHECK(has(r.err, s));
+  }
+  CHECK_FALSE(std::filesystem::exists(out));
 }
 
 }  // namespace blip2::testing
