@@ -181,6 +181,22 @@ inline std::vector<run_result> run_case(const op_case& cs, long perturb_output =
 #if BLIP2_TEST_ONEDNN
   static onednn_backend ob;
   run_one("onednn", [&](io<float>& x) { cs.run_onednn(ob, x); });
+  if (cs.op.rfind("attention", 0) == 0) {
+    // attention has two oneDNN-backend kernels (fused for small heads, batched primitives otherwise):
+    // every case runs through both, whichever the automatic choice takes
+    static onednn_backend primitives = [] {
+      onednn_backend be;
+      be.set_attention(onednn_backend::attention_kernels::primitives);
+      return be;
+    }();
+    static onednn_backend fused = [] {
+      onednn_backend be;
+      be.set_attention(onednn_backend::attention_kernels::fused);
+      return be;
+    }();
+    run_one("onednn-primitives", [&](io<float>& x) { cs.run_onednn(primitives, x); });
+    run_one("onednn-fused", [&](io<float>& x) { cs.run_onednn(fused, x); });
+  }
 #endif
   return results;
 }

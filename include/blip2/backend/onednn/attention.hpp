@@ -9,14 +9,16 @@
 //             dk_h (+)= alpha dscores^T q_h (beta 1 accumulates)
 // With several OpenMP threads the forward runs by head instead (forward_by_head): one parallel region,
 // each thread taking whole (b, h) heads through the same steps with its own single-threaded primitives.
-// probs must be dense (it is the cache the caller allocates); otherwise, and for double, the reference
-// kernel runs. Dimensions: B batch, NH heads, T queries, S keys, HS head size.
+// Small heads run fused_attention.hpp's one pass per head instead (the backend's attention() setting
+// decides). probs must be dense (it is the cache the caller allocates); otherwise, and for double, the
+// reference kernel runs. Dimensions: B batch, NH heads, T queries, S keys, HS head size.
 #pragma once
 #include <cmath>
 #include <string>
 #include <type_traits>
 #include <vector>
 
+#include "blip2/backend/onednn/fused_attention.hpp"
 #include "blip2/backend/onednn/matmul.hpp"
 #include "blip2/backend/onednn/onednn_backend.hpp"
 #include "blip2/backend/onednn/softmax.hpp"
@@ -32,6 +34,14 @@ inline constexpr bool always_allowed = std::is_same_v<Mask, bidirectional_mask>;
 template <class... Views>
 bool operands_fit(const Views&... v) {
   return (matmul_operand_fits(v) && ...);
+}
+
+// Whether this call runs fused_attention.hpp's kernel: as the backend's setting says, where it fits.
+template <class... Views>
+bool run_fused(const onednn_backend& be, index_t T, index_t S, index_t HS, const Views&... v) {
+  using k = onednn_backend::attention_kernels;
+  if (be.attention() == k::primitives || !fused_attention_fits(v...)) return false;
+  return be.attention() == k::fused || fused_attention_preferred(T, S, HS);
 }
 
 }  // namespace onednn_detail
@@ -129,6 +139,10 @@ struct kernel<onednn_backend, op::attention_forward> {
         if (out.size() > 0) ref::run(be, out, probs, q, k, v, num_heads, mask, key_padding, dropout_p, seed);
         return;  // S == 0 (or nothing at all): no oneDNN shape; the reference writes the zeros
       }
+      if (run_fused(be, T_, S, HS, out, q, k, v)) {
+        fused_attention_forward(out, probs, q, k, v, NH, mask, key_padding, dropout_p, seed);
+        return;
+      }
       const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
       const int threads = be.split_threads();
       if (threads > 1 && B * NH >= threads) {
@@ -188,6 +202,10 @@ struct kernel<onednn_backend, op::attention_backward> {
       if (!probs.is_contiguous() || !operands_fit(qh, kh, vh, doh, dqh, dkh, dvh) || n == 0) {
         // a strided probs cache, zero/negative strides, or S == 0 / T == 0: no oneDNN path
         ref::run(be, dq, dk, dv, dout, q, k, v, probs, num_heads, mask, key_padding, dropout_p, seed, mode);
+        return;
+      }
+      if (run_fused(be, T_, S, HS, dq, dk, dv, dout, q, k, v)) {
+        fused_attention_backward(dq, dk, dv, dout, q, k, v, probs, NH, dropout_p, seed, mode);
         return;
       }
       const float scale = 1.0f / std::sqrt(static_cast<float>(HS));

@@ -30,7 +30,8 @@ class onednn_backend {
   using memory_space = host_space;
   static constexpr const char* name = "onednn";
 
-  onednn_backend() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_), split_(split_default()) {}
+  onednn_backend()
+      : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_), split_(split_default()), attention_(attention_default()) {}
 
   dnnl::engine& engine() { return engine_; }
   dnnl::stream& stream() { return stream_; }
@@ -41,6 +42,12 @@ class onednn_backend {
   // The environment variable BLIP2_ONEDNN_SPLIT=0 or =1 sets the default.
   bool split() const { return split_; }
   void set_split(bool on) { split_ = on; }
+  // Which attention kernels run (attention.hpp): automatic (fused_attention.hpp's one pass per head for
+  // small heads, oneDNN's batched primitives otherwise), or always one of the two where it applies.
+  // The environment variable BLIP2_ONEDNN_ATTENTION=auto|fused|primitives sets the default.
+  enum class attention_kernels { automatic, fused, primitives };
+  attention_kernels attention() const { return attention_; }
+  void set_attention(attention_kernels k) { attention_ = k; }
   // The threads a kernel may split its work over: OpenMP's team size when split() is on; 1 when it is
   // off, inside a parallel region, or without OpenMP.
   int split_threads() const {
@@ -88,6 +95,7 @@ class onednn_backend {
   dnnl::stream stream_;
   std::vector<dnnl::stream> workers_;
   bool split_;
+  attention_kernels attention_;
   std::unordered_map<std::string, dnnl::primitive> cache_;
   std::unordered_map<int, std::vector<float>> scratch_;
 
@@ -98,6 +106,14 @@ class onednn_backend {
 #else
     return true;
 #endif
+  }
+  static attention_kernels attention_default() {
+    const char* e = std::getenv("BLIP2_ONEDNN_ATTENTION");
+    if (e && std::strcmp(e, "fused") == 0) return attention_kernels::fused;
+    if (e && std::strcmp(e, "primitives") == 0) return attention_kernels::primitives;
+    if (e && *e && std::strcmp(e, "auto") != 0)
+      throw backend_error(std::string("onednn: BLIP2_ONEDNN_ATTENTION is '") + e + "', expected auto, fused or primitives");
+    return attention_kernels::automatic;
   }
 };
 
