@@ -37,6 +37,7 @@
 #include <cstring>
 #include <filesystem>
 #include <random>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -330,6 +331,51 @@ struct evaluator {
   }
 };
 
+// The frozen encoder's features of each training scene, computed the first time the scene is drawn.
+// Without position jitter and pixel noise a scene always renders to the same image, and the encoder is
+// frozen, so its features never change (as BLIP-2's image features may be precomputed once its ViT is
+// frozen); the demo then spends no time encoding after its first few hundred steps. With jitter or
+// noise every draw is encoded.
+class feature_cache {
+ public:
+  feature_cache(const synthetic::shapes_world& world, const frozen_patch_encoder& enc, bool enabled)
+      : world_(world), enc_(enc), enabled_(enabled), row_(enc.num_tokens() * enc.dim()) {}
+
+  // embeds (B, N, E) = the encoder's features of images (B, H, H, 3), which show scenes (B)
+  void encode(tensor_view<const float, 4> images, std::span<const synthetic::scene> scenes, tensor_view<float, 3> embeds) {
+    if (!enabled_) return enc_.encode(images, embeds);
+    const index_t B = images.extent(0), H = images.extent(1), C = images.extent(3);
+    std::vector<index_t> missing;
+    for (index_t b = 0; b < B; ++b)
+      if (!slots_.count(world_.scene_index(scenes[static_cast<std::size_t>(b)]))) missing.push_back(b);
+    if (!missing.empty()) {  // encode the new scenes as one batch, keep their rows
+      const index_t M = static_cast<index_t>(missing.size());
+      host_tensor<float, 4> imgs({M, H, H, C});
+      host_tensor<float, 3> feats({M, enc_.num_tokens(), enc_.dim()});
+      for (index_t m = 0; m < M; ++m)
+        std::copy_n(images.data() + missing[static_cast<std::size_t>(m)] * H * H * C, H * H * C, imgs.data() + m * H * H * C);
+      enc_.encode(detail::as_const(imgs.view()), feats.view());
+      for (index_t m = 0; m < M; ++m) {
+        const auto key = world_.scene_index(scenes[static_cast<std::size_t>(missing[static_cast<std::size_t>(m)])]);
+        if (slots_.emplace(key, static_cast<index_t>(rows_.size()) / row_).second)
+          rows_.insert(rows_.end(), feats.data() + m * row_, feats.data() + (m + 1) * row_);
+      }
+    }
+    for (index_t b = 0; b < B; ++b) {
+      const index_t slot = slots_.at(world_.scene_index(scenes[static_cast<std::size_t>(b)]));
+      std::copy_n(rows_.data() + slot * row_, row_, embeds.data() + b * row_);
+    }
+  }
+
+ private:
+  const synthetic::shapes_world& world_;
+  const frozen_patch_encoder& enc_;
+  bool enabled_;
+  index_t row_;                                    // N E floats per scene
+  std::unordered_map<std::int64_t, index_t> slots_;  // scene index -> its row in rows_
+  std::vector<float> rows_;
+};
+
 template <class Be>
 int run(Be& be, const options& o) {
   const auto t_start = clock_type::now();
@@ -382,6 +428,8 @@ int run(Be& be, const options& o) {
   host_tensor<float, 4> images({o.batch, H, H, 3});
   host_tensor<index_t, 2> ids({o.batch, T}), mask({o.batch, T});
   host_tensor<float, 3> embeds({o.batch, N, E});
+  std::vector<synthetic::scene> scenes(static_cast<std::size_t>(o.batch));
+  feature_cache features(world, encoder, o.jitter == 0 && o.noise == 0);
   stage1_state<float> st;
   blip2_sampler sampler;
   uniform_sampler uniform;
@@ -392,8 +440,8 @@ int run(Be& be, const options& o) {
   stage1_losses last{}, tail{};  // tail: the mean over the last tenth of the steps
   const index_t tail_from = o.steps - std::max<index_t>(1, o.steps / 10);
   for (index_t step = 0; step < o.steps; ++step) {
-    world.train_batch(o.seed, static_cast<std::uint64_t>(step * o.batch), images.view(), ids.view(), mask.view());
-    encoder.encode(detail::as_const(images.view()), embeds.view());
+    world.train_batch(o.seed, static_cast<std::uint64_t>(step * o.batch), images.view(), ids.view(), mask.view(), scenes);
+    features.encode(detail::as_const(images.view()), scenes, embeds.view());
     so.seed = o.seed * 1000003u + static_cast<std::uint64_t>(step);
     stage1_batch<float> batch{detail::as_const(embeds.view()), detail::as_const(ids.view()), detail::as_const(mask.view()), {}};
     m.zero_grad();
