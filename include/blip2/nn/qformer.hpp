@@ -110,6 +110,31 @@ template <class T>
 tensor_view<T, 2> rows_of(const tensor_view<T, 3>& v) {  // (B, N, C) dense -> (B N, C)
   return {v.data(), {v.extent(0) * v.extent(1), v.extent(2)}};
 }
+
+// The image K or V of each pair: dst[b] = src[index[b]], (N, C) blocks. One embedding lookup over rows of
+// N C floats when both are dense (one kernel call instead of B copies); block by block otherwise.
+template <class Be, class T>
+void gather_images(Be& be, tensor_view<T, 3> dst, tensor_view<T, 3> src, std::span<const index_t> index) {
+  const index_t B = dst.extent(0), NC = dst.extent(1) * dst.extent(2);
+  if (dst.is_contiguous() && src.is_contiguous()) {
+    embedding_forward(be, tensor_view<T, 2>(dst.data(), {B, NC}), tensor_view<const index_t, 1>(index.data(), {B}),
+                      tensor_view<const T, 2>(src.data(), {src.extent(0), NC}));
+    return;
+  }
+  for (index_t b = 0; b < B; ++b) copy(be, slice(dst, b), slice(src, index[static_cast<std::size_t>(b)]));
+}
+
+// Their gradients back: dsrc[index[b]] += ddst[b] (pairs sharing an image add up, in pair order).
+template <class Be, class T>
+void scatter_add_images(Be& be, tensor_view<T, 3> dsrc, tensor_view<T, 3> ddst, std::span<const index_t> index) {
+  const index_t B = ddst.extent(0), NC = ddst.extent(1) * ddst.extent(2);
+  if (dsrc.is_contiguous() && ddst.is_contiguous()) {
+    embedding_backward(be, tensor_view<T, 2>(dsrc.data(), {dsrc.extent(0), NC}),
+                       tensor_view<const T, 2>(ddst.data(), {B, NC}), tensor_view<const index_t, 1>(index.data(), {B}));
+    return;
+  }
+  for (index_t b = 0; b < B; ++b) axpy(be, slice(dsrc, index[static_cast<std::size_t>(b)]), slice(ddst, b));
+}
 }  // namespace detail
 
 // k[l], v[l] = image W_k', image W_v' for every cross-attention layer; zeroes their gradients.
@@ -452,11 +477,8 @@ void qformer_forward(Be& be, const qformer_model<T>& m, qformer_pass_state<T>& s
     if (W.has_cross && Lq > 0) {
       const auto& img = *in.image;
       if (gather) {
-        for (index_t b = 0; b < B; ++b) {
-          const index_t i = in.image_index[static_cast<std::size_t>(b)];
-          copy(be, slice(ls.ck, b), slice(img.k[li], i));
-          copy(be, slice(ls.cv, b), slice(img.v[li], i));
-        }
+        detail::gather_images(be, ls.ck, img.k[li], in.image_index);
+        detail::gather_images(be, ls.cv, img.v[li], in.image_index);
       } else {
         ls.ck = img.k[li];
         ls.cv = img.v[li];
@@ -575,12 +597,10 @@ void qformer_backward(Be& be, qformer_model<T>& m, qformer_pass_state<T>& st, te
                          detail::by_batch(ls.cq, B), ls.ck, ls.cv, attention_cache<T>{ls.cprobs}, NH,
                          bidirectional_mask{}, no_padding, p_attn, detail::site_seed(in.seed, l, detail::cross_probs),
                          gather ? grad_write::assign : grad_write::accumulate);
-      if (gather)
-        for (index_t b = 0; b < B; ++b) {
-          const index_t i = in.image_index[static_cast<std::size_t>(b)];
-          axpy(be, slice(img.dk[li], i), slice(st.g_ck, b));
-          axpy(be, slice(img.dv[li], i), slice(st.g_cv, b));
-        }
+      if (gather) {
+        detail::scatter_add_images(be, img.dk[li], st.g_ck, in.image_index);
+        detail::scatter_add_images(be, img.dv[li], st.g_cv, in.image_index);
+      }
       // cq = h1 Wq' + bq'
       linear_backward(be, dh2, G.cross.query.weight, G.cross.query.bias, st.g_c, h1q, W.cross.query.weight,
                       grad_write::accumulate);
