@@ -20,6 +20,10 @@
 //   - 3000 steps of 48 pairs, AdamW lr 2e-3 (5e-3 diverges), warm-up 30 steps, cosine to 1e-5.
 //   - Every batch is made of attribute-swapped pairs (--swap-pairs 1): each scene comes with its
 //     position-, colour- or size-swapped twin, so ITC sees the hard negatives the evaluation has.
+//   - ITG at weight 2: ITG is what teaches the binding of attributes to objects (the README's ablation),
+//     and position (which object is left) is learned last, at a step that varies with the seed and with
+//     the float rounding of the kernels. At weight 1 seeds 1 and 3 (one thread) ended with position
+//     binding at chance and R@1 0.54-0.63; at weight 2 both learn it (R@1 0.895/0.907 and 0.966/0.941).
 //   - ITC without label smoothing (BLIP-2 uses 0.1): with 48 pairs a batch, smoothing caps how sharply ITC
 //     can prefer the right twin; ITG keeps BLIP-2's 0.1.
 //   - ITM on every 2nd step with weight 2 (the same total weight, half of its joint passes over 3B
@@ -76,7 +80,7 @@ struct options {
   double lr = 2e-3, min_lr = 1e-5, wd = 0.05, clip = 1.0;
   index_t warmup = 30;
   // objectives
-  double itc_smoothing = 0.0, itg_smoothing = 0.1, itm_weight = 2, itg_weight = 1;
+  double itc_smoothing = 0.0, itg_smoothing = 0.1, itm_weight = 2, itg_weight = 2;
   index_t itm_start = 0;          // ITM is off before this step
   index_t itm_every = 2;          // ITM runs on every K-th step only (its joint pass over 3B pairs is the costliest part)
   std::string sampler = "blip2";  // blip2 | uniform | hardest
