@@ -170,6 +170,18 @@ head_rows rows_of(const tensor_view<T, 3>& x) {
   return {const_cast<float*>(x.data()), x.stride(0), x.stride(1)};
 }
 
+// dst (S, HS) = the head's S rows of x, packed. The Q-Former's sequence-major buffers put a head's rows
+// B C floats apart, a multiple of 4 KiB at the demo's sizes (144 x 64 floats), so that they all fall into
+// one L1 set; read T times in place they thrash it (measured 2-3x slower in the demo than in
+// bench_attention's dense buffers). Packed, they are read from memory once.
+template <index_t N>
+BLIP2_ALWAYS_INLINE void pack_rows(float* __restrict dst, const head_rows& x, index_t b, index_t h, index_t S, index_t HS) {
+  for (index_t s = 0; s < S; ++s) {
+    const float* __restrict r = x.row(b, h, HS, s);
+    for (index_t c = 0; c < (N ? N : HS); ++c) dst[s * HS + c] = r[c];
+  }
+}
+
 // Everything a head's work needs besides the mask.
 struct fused_attention_args {
   head_rows q, k, v, out, dout, dq, dk, dv;
@@ -185,19 +197,23 @@ struct fused_attention_args {
   }
 };
 
-// Head i forward, HS = N (N = 0: any HS). buf: HS + S floats.
+// Head i forward, HS = N (N = 0: any HS). buf: 2 S HS + HS + S floats.
 template <index_t N, class Mask>
 BLIP2_ALWAYS_INLINE void forward_head(const fused_attention_args& a, const Mask& mask,
                                       const tensor_view<const float, 2>& key_padding, index_t i, float* buf) {
   const index_t b = i / a.NH, h = i % a.NH, S = a.S, HS = N ? N : a.HS;
   const bool masked = !std::is_same_v<Mask, bidirectional_mask> || key_padding.data();
-  float* __restrict o = buf;       // (HS): one output row's sums (when not in registers)
-  float* __restrict w = buf + HS;  // (S): one row's dropped probs
+  float* __restrict kp = buf;          // (S, HS): k_h packed
+  float* __restrict vp = kp + S * HS;  // (S, HS): v_h packed
+  float* __restrict o = vp + S * HS;   // (HS): one output row's sums (when not in registers)
+  float* __restrict w = o + HS;        // (S): one row's dropped probs
+  pack_rows<N>(kp, a.k, b, h, S, HS);
+  pack_rows<N>(vp, a.v, b, h, S, HS);
   for (index_t t = 0; t < a.T; ++t) {
     float* __restrict p = a.probs + (i * a.T + t) * S;
     // scores = q . k / sqrt(HS) + mask
     const float* __restrict qt = a.q.row(b, h, HS, t);
-    for (index_t s = 0; s < S; ++s) p[s] = dot_n<N>(qt, a.k.row(b, h, HS, s), HS) * a.scale;
+    for (index_t s = 0; s < S; ++s) p[s] = dot_n<N>(qt, kp + s * HS, HS) * a.scale;
     if (masked)
       for (index_t s = 0; s < S; ++s) p[s] += additive_mask<float>(mask, key_padding, b, t, s);
     // probs = softmax(scores), stable
@@ -214,11 +230,11 @@ BLIP2_ALWAYS_INLINE void forward_head(const fused_attention_args& a, const Mask&
       for (index_t s = 0; s < S; ++s) w[s] = p[s] * a.factor(i, t, s);
       wt = w;
     }
-    weighted_rows<N>(a.out.row(b, h, HS, t), true, wt, S, [&](index_t s) { return a.v.row(b, h, HS, s); }, HS, o);
+    weighted_rows<N>(a.out.row(b, h, HS, t), true, wt, S, [&](index_t s) { return vp + s * HS; }, HS, o);
   }
 }
 
-// Head i backward, HS = N (N = 0: any HS). buf: 2 S HS + 2 S + HS floats.
+// Head i backward, HS = N (N = 0: any HS). buf: 4 S HS + 2 S + HS floats.
 template <index_t N>
 BLIP2_ALWAYS_INLINE void backward_head(const fused_attention_args& a, index_t i, float* buf) {
   const index_t b = i / a.NH, h = i % a.NH, S = a.S, HS = N ? N : a.HS;
@@ -227,13 +243,17 @@ BLIP2_ALWAYS_INLINE void backward_head(const fused_attention_args& a, index_t i,
   float* __restrict dp = dvl + S * HS;   // (S): one query row's dprobs, then its dscores
   float* __restrict w = dp + S;          // (S): that row's dropped probs, probs f
   float* __restrict dqr = w + S;         // (HS): that row's dq
+  float* __restrict kp = dqr + HS;       // (S, HS): k_h packed
+  float* __restrict vp = kp + S * HS;    // (S, HS): v_h packed
+  pack_rows<N>(kp, a.k, b, h, S, HS);
+  pack_rows<N>(vp, a.v, b, h, S, HS);
   for (index_t e = 0; e < 2 * S * HS; ++e) dkl[e] = 0.0f;
   for (index_t t = 0; t < a.T; ++t) {
     const float* __restrict p = a.probs + (i * a.T + t) * S;
     const float* __restrict g = a.dout.row(b, h, HS, t);
     // forward: out(t) = sum_s probs(t, s) f(s) v(s)
     //   dv(s) += probs(t, s) f(s) dout(t);  dprobs(s) = f(s) dout(t) . v(s)
-    for (index_t s = 0; s < S; ++s) dp[s] = dot_n<N>(g, a.v.row(b, h, HS, s), HS);
+    for (index_t s = 0; s < S; ++s) dp[s] = dot_n<N>(g, vp + s * HS, HS);
     if (a.dropout_p > 0.0) {
       for (index_t s = 0; s < S; ++s) {
         const float f = a.factor(i, t, s);
@@ -250,7 +270,7 @@ BLIP2_ALWAYS_INLINE void backward_head(const fused_attention_args& a, index_t i,
     //   dscores(s) = probs(s) (dprobs(s) - dot);  dq(t) += dscores(s) k(s) / sqrt(HS);
     //   dk(s) += dscores(s) q(t) / sqrt(HS)
     for (index_t s = 0; s < S; ++s) dp[s] = p[s] * (dp[s] - dot) * a.scale;
-    weighted_rows<N>(a.dq.row(b, h, HS, t), a.assign, dp, S, [&](index_t s) { return a.k.row(b, h, HS, s); }, HS, dqr);
+    weighted_rows<N>(a.dq.row(b, h, HS, t), a.assign, dp, S, [&](index_t s) { return kp + s * HS; }, HS, dqr);
     const float* __restrict qt = a.q.row(b, h, HS, t);
     for (index_t s = 0; s < S; ++s) axpy_n<N>(dkl + s * HS, dp[s], qt, HS);
   }
@@ -321,7 +341,7 @@ void fused_attention_forward(tensor_view<float, 3> out, tensor_view<float, 4> pr
   const bool avx2 = cpu_has_avx2_fma();
   with_head_size(HS, [&](auto n) {
     constexpr index_t N = decltype(n)::value;
-    for_each_head(q.extent(0) * NH, HS + S, [&](index_t i, float* buf) {
+    for_each_head(q.extent(0) * NH, 2 * S * HS + HS + S, [&](index_t i, float* buf) {
 #if BLIP2_FUSED_AVX2
       if (avx2) return forward_head_avx2<N>(a, mask, key_padding, i, buf);
 #endif
@@ -343,7 +363,7 @@ inline void fused_attention_backward(tensor_view<float, 3> dq, tensor_view<float
   const bool avx2 = cpu_has_avx2_fma();
   with_head_size(HS, [&](auto n) {
     constexpr index_t N = decltype(n)::value;
-    for_each_head(q.extent(0) * NH, 2 * S * HS + 2 * S + HS, [&](index_t i, float* buf) {
+    for_each_head(q.extent(0) * NH, 4 * S * HS + 2 * S + HS, [&](index_t i, float* buf) {
 #if BLIP2_FUSED_AVX2
       if (avx2) return backward_head_avx2<N>(a, i, buf);
 #endif
