@@ -139,21 +139,22 @@ BLIP2_ALWAYS_INLINE void axpy_n(float* __restrict y, float alpha, const float* _
   }
 }
 
-// out (n = N floats) = (assign ? 0 : out) + sum_s w(s) rows(s), rows(s) = row(s) for s in [0, S): a row of
-// sums kept in registers where N is a multiple of 8 (up to 64), else summed in buf (n floats)
+// out (n = N floats) = (assign ? 0 : out) + sum_s w(s ws) rows(s), rows(s) = row(s) for s in [0, S), added
+// in order of s: a row of sums kept in registers where N is a multiple of 8 (up to 64), else summed in
+// buf (n floats)
 template <index_t N, class Row>
-BLIP2_ALWAYS_INLINE void weighted_rows(float* __restrict out, bool assign, const float* __restrict w, index_t S,
-                                       Row&& row, index_t n, float* __restrict buf) {
+BLIP2_ALWAYS_INLINE void weighted_rows(float* __restrict out, bool assign, const float* __restrict w, index_t ws,
+                                       index_t S, Row&& row, index_t n, float* __restrict buf) {
   if constexpr (N > 0 && N % 8 == 0 && N <= 64) {
     float8 acc[N / 8] = {};
     for (index_t s = 0; s < S; ++s) {
       const float* __restrict r = row(s);
-      for (index_t j = 0; j < N / 8; ++j) acc[j] += w[s] * load8(r + 8 * j);
+      for (index_t j = 0; j < N / 8; ++j) acc[j] += w[s * ws] * load8(r + 8 * j);
     }
     for (index_t j = 0; j < N / 8; ++j) store8(out + 8 * j, assign ? acc[j] : load8(out + 8 * j) + acc[j]);
   } else {
     for (index_t c = 0; c < n; ++c) buf[c] = 0.0f;
-    for (index_t s = 0; s < S; ++s) axpy_n<0>(buf, w[s], row(s), n);
+    for (index_t s = 0; s < S; ++s) axpy_n<0>(buf, w[s * ws], row(s), n);
     for (index_t c = 0; c < n; ++c) out[c] = assign ? buf[c] : out[c] + buf[c];
   }
 }
@@ -230,29 +231,34 @@ BLIP2_ALWAYS_INLINE void forward_head(const fused_attention_args& a, const Mask&
       for (index_t s = 0; s < S; ++s) w[s] = p[s] * a.factor(i, t, s);
       wt = w;
     }
-    weighted_rows<N>(a.out.row(b, h, HS, t), true, wt, S, [&](index_t s) { return vp + s * HS; }, HS, o);
+    weighted_rows<N>(a.out.row(b, h, HS, t), true, wt, 1, S, [&](index_t s) { return vp + s * HS; }, HS, o);
   }
 }
 
-// Head i backward, HS = N (N = 0: any HS). buf: 4 S HS + 2 S + HS floats.
+// Head i backward, HS = N (N = 0: any HS). buf: 2 (T + S) HS + 2 T S + HS floats.
+// Two sweeps: by query row (dprobs, dscores, dq), then by key (dk, dv: each a sum over the query rows,
+// kept in registers and written once).
 template <index_t N>
 BLIP2_ALWAYS_INLINE void backward_head(const fused_attention_args& a, index_t i, float* buf) {
-  const index_t b = i / a.NH, h = i % a.NH, S = a.S, HS = N ? N : a.HS;
-  float* __restrict dkl = buf;           // (S, HS): the head's dk, summed over its queries
-  float* __restrict dvl = dkl + S * HS;  // (S, HS): the head's dv
-  float* __restrict dp = dvl + S * HS;   // (S): one query row's dprobs, then its dscores
-  float* __restrict w = dp + S;          // (S): that row's dropped probs, probs f
-  float* __restrict dqr = w + S;         // (HS): that row's dq
-  float* __restrict kp = dqr + HS;       // (S, HS): k_h packed
-  float* __restrict vp = kp + S * HS;    // (S, HS): v_h packed
+  const index_t b = i / a.NH, h = i % a.NH, T = a.T, S = a.S, HS = N ? N : a.HS;
+  float* __restrict qp = buf;             // (T, HS): q_h packed
+  float* __restrict gp = qp + T * HS;     // (T, HS): dout_h packed
+  float* __restrict kp = gp + T * HS;     // (S, HS): k_h packed
+  float* __restrict vp = kp + S * HS;     // (S, HS): v_h packed
+  float* __restrict wd = vp + S * HS;     // (T, S): dropped probs, probs f
+  float* __restrict ds = wd + T * S;      // (T, S): dprobs, then dscores
+  float* __restrict sums = ds + T * S;    // (HS): a row of sums (when not in registers)
+  pack_rows<N>(qp, a.q, b, h, T, HS);
+  pack_rows<N>(gp, a.dout, b, h, T, HS);
   pack_rows<N>(kp, a.k, b, h, S, HS);
   pack_rows<N>(vp, a.v, b, h, S, HS);
-  for (index_t e = 0; e < 2 * S * HS; ++e) dkl[e] = 0.0f;
-  for (index_t t = 0; t < a.T; ++t) {
-    const float* __restrict p = a.probs + (i * a.T + t) * S;
-    const float* __restrict g = a.dout.row(b, h, HS, t);
+  for (index_t t = 0; t < T; ++t) {
+    const float* __restrict p = a.probs + (i * T + t) * S;
+    const float* __restrict g = gp + t * HS;
+    float* __restrict w = wd + t * S;
+    float* __restrict dp = ds + t * S;
     // forward: out(t) = sum_s probs(t, s) f(s) v(s)
-    //   dv(s) += probs(t, s) f(s) dout(t);  dprobs(s) = f(s) dout(t) . v(s)
+    //   dprobs(s) = f(s) dout(t) . v(s)  (dv below)
     for (index_t s = 0; s < S; ++s) dp[s] = dot_n<N>(g, vp + s * HS, HS);
     if (a.dropout_p > 0.0) {
       for (index_t s = 0; s < S; ++s) {
@@ -263,29 +269,17 @@ BLIP2_ALWAYS_INLINE void backward_head(const fused_attention_args& a, index_t i,
     } else {
       for (index_t s = 0; s < S; ++s) w[s] = p[s];
     }
-    for (index_t s = 0; s < S; ++s) axpy_n<N>(dvl + s * HS, w[s], g, HS);
     float dot = 0.0f;
     for (index_t s = 0; s < S; ++s) dot += p[s] * dp[s];
     // forward: probs = softmax(scores), scores = q . k / sqrt(HS) + mask
-    //   dscores(s) = probs(s) (dprobs(s) - dot);  dq(t) += dscores(s) k(s) / sqrt(HS);
-    //   dk(s) += dscores(s) q(t) / sqrt(HS)
+    //   dscores(s) = probs(s) (dprobs(s) - dot);  dq(t) += sum_s dscores(s) k(s) / sqrt(HS)  (dk below)
     for (index_t s = 0; s < S; ++s) dp[s] = p[s] * (dp[s] - dot) * a.scale;
-    weighted_rows<N>(a.dq.row(b, h, HS, t), a.assign, dp, S, [&](index_t s) { return kp + s * HS; }, HS, dqr);
-    const float* __restrict qt = a.q.row(b, h, HS, t);
-    for (index_t s = 0; s < S; ++s) axpy_n<N>(dkl + s * HS, dp[s], qt, HS);
+    weighted_rows<N>(a.dq.row(b, h, HS, t), a.assign, dp, 1, S, [&](index_t s) { return kp + s * HS; }, HS, sums);
   }
+  //   dv(s) += sum_t probs(t, s) f(t, s) dout(t);  dk(s) += sum_t dscores(t, s) q(t) / sqrt(HS)
   for (index_t s = 0; s < S; ++s) {
-    float* __restrict dks = a.dk.row(b, h, HS, s);
-    float* __restrict dvs = a.dv.row(b, h, HS, s);
-    const float* __restrict kl = dkl + s * HS;
-    const float* __restrict vl = dvl + s * HS;
-    if (a.assign) {
-      for (index_t c = 0; c < HS; ++c) dks[c] = kl[c];
-      for (index_t c = 0; c < HS; ++c) dvs[c] = vl[c];
-    } else {
-      for (index_t c = 0; c < HS; ++c) dks[c] += kl[c];
-      for (index_t c = 0; c < HS; ++c) dvs[c] += vl[c];
-    }
+    weighted_rows<N>(a.dv.row(b, h, HS, s), a.assign, wd + s, S, T, [&](index_t t) { return gp + t * HS; }, HS, sums);
+    weighted_rows<N>(a.dk.row(b, h, HS, s), a.assign, ds + s, S, T, [&](index_t t) { return qp + t * HS; }, HS, sums);
   }
 }
 
@@ -363,7 +357,7 @@ inline void fused_attention_backward(tensor_view<float, 3> dq, tensor_view<float
   const bool avx2 = cpu_has_avx2_fma();
   with_head_size(HS, [&](auto n) {
     constexpr index_t N = decltype(n)::value;
-    for_each_head(q.extent(0) * NH, 4 * S * HS + 2 * S + HS, [&](index_t i, float* buf) {
+    for_each_head(q.extent(0) * NH, 2 * (T + S) * HS + 2 * T * S + HS, [&](index_t i, float* buf) {
 #if BLIP2_FUSED_AVX2
       if (avx2) return backward_head_avx2<N>(a, i, buf);
 #endif
