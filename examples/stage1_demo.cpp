@@ -22,8 +22,9 @@
 //     position-, colour- or size-swapped twin, so ITC sees the hard negatives the evaluation has.
 //   - ITG at weight 2: ITG is what teaches the binding of attributes to objects (the README's ablation),
 //     and position (which object is left) is learned last, at a step that varies with the seed and with
-//     the float rounding of the kernels. At weight 1 seeds 1 and 3 (one thread) ended with position
-//     binding at chance and R@1 0.54-0.63; at weight 2 both learn it (R@1 0.895/0.907 and 0.966/0.941).
+//     the float rounding of the kernels. At weight 1, seed 1 on two threads ended with position binding
+//     at chance (R@1 0.54); at weight 2 it reaches 0.998, and seeds 1-3 on one thread 0.90-0.97. It is
+//     not robust: seeds 2 and 3 on two threads reach only 0.62 and 0.32-0.51 (the README's seed table).
 //   - ITC without label smoothing (BLIP-2 uses 0.1): with 48 pairs a batch, smoothing caps how sharply ITC
 //     can prefer the right twin; ITG keeps BLIP-2's 0.1.
 //   - ITM on every 2nd step with weight 2 (the same total weight, half of its joint passes over 3B
