@@ -113,7 +113,7 @@ BLIP2_ALWAYS_INLINE float8 load8(const float* p) {
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-BLIP2_ALWAYS_INLINE void store8(float* p, float8 v) { std::memcpy(p, &v, sizeof v); }
+BLIP2_ALWAYS_INLINE void store8(float* p, const float8& v) { std::memcpy(p, &v, sizeof v); }
 
 // a . b over n = N floats (N = 0: n given at run time; N a multiple of 8 runs in float8 steps)
 template <index_t N>
