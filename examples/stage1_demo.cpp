@@ -48,6 +48,7 @@
 #include <vector>
 
 #include "blip2/backend/onednn/onednn.hpp"
+#include "blip2/eval/rerank_scores.hpp"
 #include "blip2/eval/retrieval.hpp"
 #include "blip2/mining/blip2_sampler.hpp"
 #include "blip2/mining/hardest_sampler.hpp"
@@ -252,90 +253,6 @@ void initialise(qformer_model<float>& m, std::uint64_t seed, float temp, const o
   m.w.temp.data()[0] = temp;
 }
 
-template <class Be>
-struct evaluator {
-  Be& be;
-  qformer_model<float>& m;
-  index_t N, Q, D;
-  host_tensor<float, 3> image_feats;  // (N, Q, D)
-  host_tensor<float, 2> text_feat;    // (N, D)
-  host_tensor<float, 2> sim;          // (N, N) image x text ITC cosine (max over queries)
-  image_kv_state<float> kv;           // every image's cross-attention K/V, for the ITM re-ranking
-
-  // ITC features of every image and caption, in chunks (evaluation mode).
-  void features(const host_tensor<float, 3>& embeds, const host_tensor<index_t, 2>& ids, const host_tensor<index_t, 2>& mask) {
-    const index_t C = m.config().qformer.hidden_size, T = ids.extent(1), E = embeds.extent(2), Nt = embeds.extent(1);
-    image_feats = host_tensor<float, 3>({N, Q, D});
-    text_feat = host_tensor<float, 2>({N, D});
-    encode_image_kv(be, m, kv, embeds.view());
-    const index_t chunk = 250;
-    qformer_pass_state<float> st;
-    projection_state<float> proj;
-    host_tensor<float, 3> qo({chunk, Q, C});
-    for (index_t c0 = 0; c0 < N; c0 += chunk) {
-      const index_t n = std::min(chunk, N - c0);
-      std::vector<index_t> idx(static_cast<std::size_t>(n));
-      for (index_t b = 0; b < n; ++b) idx[static_cast<std::size_t>(b)] = c0 + b;
-      qformer_pass_inputs<float> ip;
-      ip.batch = n;
-      ip.queries = true;
-      ip.image = &kv;
-      ip.image_index = idx;
-      qformer_forward(be, m, st, ip);
-      const tensor_view<float, 3> q3(qo.data(), {n, Q, C});
-      copy(be, q3, detail::as_const(detail::by_batch(detail::row_range(st.output(), 0, Q * n), n)));
-      projection_forward(be, proj, m.w.vision_projection, detail::as_const(tensor_view<float, 2>(qo.data(), {n * Q, C})));
-      std::copy(proj.feats.data(), proj.feats.data() + n * Q * D, image_feats.data() + c0 * Q * D);
-      qformer_pass_inputs<float> tp;
-      tp.batch = n;
-      tp.input_ids = tensor_view<const index_t, 2>(ids.data() + c0 * T, {n, T});
-      tp.attention_mask = tensor_view<const index_t, 2>(mask.data() + c0 * T, {n, T});
-      qformer_forward(be, m, st, tp);
-      projection_forward(be, proj, m.w.text_projection, detail::as_const(detail::row_range(st.output(), 0, n)));
-      std::copy(proj.feats.data(), proj.feats.data() + n * D, text_feat.data() + c0 * D);
-    }
-    (void)E;
-    (void)Nt;
-    itc_similarity_state<float> itc;
-    itc_similarity_forward(be, itc, detail::as_const(image_feats.view()), detail::as_const(text_feat.view()));
-    sim = host_tensor<float, 2>({N, N});
-    std::copy(itc.sim.data(), itc.sim.data() + N * N, sim.data());
-  }
-
-  // Mean ITM logit of class 1 ("match") for each (image, text) pair, through the joint pass in chunks.
-  std::vector<float> itm_scores(const std::vector<std::pair<index_t, index_t>>& pairs, const host_tensor<index_t, 2>& ids,
-                                const host_tensor<index_t, 2>& mask) {
-    const index_t T = ids.extent(1), P = static_cast<index_t>(pairs.size()), chunk = 512;
-    std::vector<float> out(static_cast<std::size_t>(P));
-    qformer_pass_state<float> st;
-    itm_head_state<float> head;
-    std::vector<index_t> img, pid, pmask;
-    for (index_t c0 = 0; c0 < P; c0 += chunk) {
-      const index_t n = std::min(chunk, P - c0);
-      img.resize(static_cast<std::size_t>(n));
-      pid.resize(static_cast<std::size_t>(n * T));
-      pmask.resize(static_cast<std::size_t>(n * T));
-      for (index_t b = 0; b < n; ++b) {
-        const auto [i, j] = pairs[static_cast<std::size_t>(c0 + b)];
-        img[static_cast<std::size_t>(b)] = i;
-        std::copy(ids.data() + j * T, ids.data() + (j + 1) * T, pid.data() + b * T);
-        std::copy(mask.data() + j * T, mask.data() + (j + 1) * T, pmask.data() + b * T);
-      }
-      qformer_pass_inputs<float> jp;
-      jp.batch = n;
-      jp.queries = true;
-      jp.image = &kv;
-      jp.image_index = img;
-      jp.input_ids = tensor_view<const index_t, 2>(pid.data(), {n, T});
-      jp.attention_mask = tensor_view<const index_t, 2>(pmask.data(), {n, T});
-      qformer_forward(be, m, st, jp);
-      itm_head_forward(be, head, m.w.itm_head, detail::as_const(detail::row_range(st.output(), 0, Q * n)), n);
-      for (index_t b = 0; b < n; ++b) out[static_cast<std::size_t>(c0 + b)] = head.logits(b, 1);
-    }
-    return out;
-  }
-};
-
 // The frozen encoder's features of each training scene, computed the first time the scene is drawn.
 // Without position jitter and pixel noise a scene always renders to the same image, and the encoder is
 // frozen, so its features never change (as BLIP-2's image features may be precomputed once its ViT is
@@ -484,22 +401,29 @@ int run(Be& be, const options& o) {
   synthetic::render_eval_set(world, eval, eimages.view(), eids.view(), emask.view());
   host_tensor<float, 3> eembeds({Ne, N, E});
   encoder.encode(detail::as_const(eimages.view()), eembeds.view());
-  evaluator<Be> ev{be, m, Ne, m.config().num_query_tokens, m.config().image_text_hidden_size, {}, {}, {}, {}};
-  ev.features(eembeds, eids, emask);
+  // BLIP-2's evaluation scores (eval/rerank_scores.hpp): sim (Ne, Ne) = the ITC cosine, image x text
+  host_tensor<float, 3> image_feats({Ne, m.config().num_query_tokens, m.config().image_text_hidden_size});
+  image_features(be, m, detail::as_const(eembeds.view()), image_feats.view());
+  const host_tensor<float, 2> text_feat = text_features(be, m, detail::as_const(eids.view()), detail::as_const(emask.view()), 250);
+  host_tensor<float, 2> sim({Ne, Ne});
+  itc_scores(be, detail::as_const(image_feats.view()), detail::as_const(text_feat.view()), sim.view());
   const auto gt = retrieval_ground_truth::one_to_one(Ne);
-  const auto itc = retrieval_recall(detail::as_const(ev.sim.view()), gt);
+  const auto itc = retrieval_recall(detail::as_const(sim.view()), gt);
   std::printf("%s", format_retrieval(itc, "ITC").c_str());
   retrieval_result final_result = itc;
   std::string final_kind = "itc";
   if (o.weights.itm != 0) {
-    const auto plan = plan_rerank(detail::as_const(ev.sim.view()), o.rerank_k);
-    const auto itm = ev.itm_scores(plan.pairs, eids, emask);
+    const auto plan = plan_rerank(detail::as_const(sim.view()), o.rerank_k);
+    const auto itm = itm_match_scores(
+        be, m, std::span<const std::pair<index_t, index_t>>(plan.pairs),
+        [&](index_t i) { return tensor_view<const float, 2>(eembeds.data() + i * N * E, {N, E}); },
+        detail::as_const(eids.view()), detail::as_const(emask.view()), 512);
     std::vector<float> scores(itm.size());
     for (std::size_t q = 0; q < itm.size(); ++q) {
       const auto [i, j] = plan.pairs[q];
-      scores[q] = itm[q] + ev.sim(i, j);  // BLIP-2's re-ranking score: ITM match logit + ITC similarity
+      scores[q] = itm[q] + sim(i, j);  // BLIP-2's re-ranking score: ITM match logit + ITC similarity
     }
-    final_result = rerank_recall(detail::as_const(ev.sim.view()), plan, std::span<const float>(scores), gt);
+    final_result = rerank_recall(detail::as_const(sim.view()), plan, std::span<const float>(scores), gt);
     std::printf("%s", format_retrieval(final_result, "ITC top-" + std::to_string(o.rerank_k) + " re-ranked by ITM + ITC").c_str());
     final_kind = "itc+itm_rerank";
   }
@@ -519,7 +443,7 @@ int run(Be& be, const options& o) {
         const auto it = where.find(world.scene_index(sw[k]));
         if (it == where.end()) continue;
         total[k] += 1;
-        won[k] += ev.sim(t, t) > ev.sim(it->second, t) ? 1.0 : 0.0;
+        won[k] += sim(t, t) > sim(it->second, t) ? 1.0 : 0.0;
       }
     }
     std::printf("ITC binding (caption prefers its image over the swapped scene's): position %.3f (%g), colour %.3f (%g), "
@@ -533,7 +457,7 @@ int run(Be& be, const options& o) {
     for (index_t t = 0; t < Ne; ++t) {
       index_t best = 0;
       for (index_t i = 1; i < Ne; ++i)
-        if (ev.sim(i, t) > ev.sim(best, t)) best = i;
+        if (sim(i, t) > sim(best, t)) best = i;
       if (best == t) continue;
       ++miss;
       const auto& s = eval.scenes[static_cast<std::size_t>(t)];
