@@ -184,16 +184,13 @@ inline std::vector<run_result> run_case(const op_case& cs, long perturb_output =
   if (cs.op.rfind("attention", 0) == 0) {
     // attention has two oneDNN-backend kernels (fused for small heads, batched primitives otherwise):
     // every case runs through both, whichever the automatic choice takes
-    static onednn_backend primitives = [] {
+    auto with = [](onednn_backend::attention_kernels k) {
       onednn_backend be;
-      be.set_attention(onednn_backend::attention_kernels::primitives);
+      be.set_attention(k);
       return be;
-    }();
-    static onednn_backend fused = [] {
-      onednn_backend be;
-      be.set_attention(onednn_backend::attention_kernels::fused);
-      return be;
-    }();
+    };
+    static onednn_backend primitives = with(onednn_backend::attention_kernels::primitives);
+    static onednn_backend fused = with(onednn_backend::attention_kernels::fused);
     run_one("onednn-primitives", [&](io<float>& x) { cs.run_onednn(primitives, x); });
     run_one("onednn-fused", [&](io<float>& x) { cs.run_onednn(fused, x); });
   }
