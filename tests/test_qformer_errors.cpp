@@ -211,6 +211,25 @@ TEST_CASE("qformer errors: bad pass inputs name what is wrong and where") {
     p.image = nullptr;
     check_error<value_error>([&] { qformer_forward(be, m, st, p); }, {"image K/V", "encode_image_kv"});
   }
+  SUBCASE("output_positions outside [Lq, L], or on a pass that needs every position") {
+    auto p = good;  // Lq = 4 queries + 6 tokens
+    const index_t Lq = m.config().num_query_tokens, L = Lq + T;
+    p.output_positions = Lq - 1;
+    check_error<value_error>([&] { qformer_forward(be, m, st, p); },
+                             {"output_positions = " + std::to_string(Lq - 1), "[" + std::to_string(Lq) + ", L = " + std::to_string(L) + "]"});
+    p.output_positions = L + 1;
+    check_error<value_error>([&] { qformer_forward(be, m, st, p); }, {"output_positions = " + std::to_string(L + 1)});
+    p.output_positions = L;
+    CHECK_NOTHROW(qformer_forward(be, m, st, p));
+    p.output_positions = Lq;
+    p.attention = qformer_attention::multimodal_causal;
+    check_error<value_error>([&] { qformer_forward(be, m, st, p); }, {"output_positions needs a bidirectional pass"});
+    auto t = good;  // a text pass: [CLS] alone is allowed, no position is not
+    t.queries = false;
+    t.image = nullptr;
+    t.output_positions = -1;
+    check_error<value_error>([&] { qformer_forward(be, m, st, t); }, {"output_positions = -1", "[1, L = "});
+  }
 }
 
 TEST_CASE("qformer errors: a text pass on a model without the text side") {

@@ -4,14 +4,20 @@
 // back), and ITG's text pass over the image pass's cached K/V (gradients into the prefix's dk_extra).
 //
 // L = sum(w_img * image_pass_out) + sum(w_joint * joint_pass_out) + sum(w_itg * cached_kv_pass_out)
-//     + sum(w_text * text_pass_out), w random and fixed.
+//     + sum(w_text * text_pass_out) + sum(w_pairs * pairs_out[rows of the queries])
+//     + sum(w_cls * text_pass_out[rows of [CLS]]), w random and fixed; the last two passes run with
+// output_positions (the last layer computes the positions read, as ITM and ITC use it).
+// A second test checks that such a pass equals the full pass on the rows it keeps, gradients included.
 // Tolerance as in tests/harness/gradcheck.hpp: |analytic - numeric| <= 1e-7 + 1e-5 |numeric| with
 // h = 1e-5 (central differences in double: truncation ~h^2, round-off ~1e-16 |L| / h, both far below).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <string>
+#include <tuple>
 
 #include "blip2/nn/qformer.hpp"
 
@@ -26,10 +32,10 @@ struct problem {
   host_tensor<index_t, 2> ids, mask;       // (B, T) for the text and cached-K/V passes
   host_tensor<index_t, 2> ids_j, mask_j;   // (Bj, T) for the joint pass
   std::vector<index_t> pairing{1, 0, 1};   // image of each joint-pass pair
-  std::vector<double> w_img, w_joint, w_itg, w_text;
+  std::vector<double> w_img, w_joint, w_itg, w_text, w_pairs, w_cls;
 
   image_kv_state<double> kv;
-  qformer_pass_state<double> img, joint, itg, text;
+  qformer_pass_state<double> img, joint, itg, text, pairs, cls;
 
   static qformer_model_config config() {
     qformer_model_config c;
@@ -51,7 +57,8 @@ struct problem {
     return c;
   }
 
-  problem() : m(config()), ids({2, 4}), mask({2, 4}), ids_j({3, 4}), mask_j({3, 4}) {
+  explicit problem(const qformer_model_config& c = config())
+      : m(c), ids({2, 4}), mask({2, 4}), ids_j({3, 4}), mask_j({3, 4}) {
     std::mt19937_64 gen(7);
     std::normal_distribution<double> nd(0.0, 0.5);
     for (auto& p : m.parameters()) p = nd(gen);
@@ -75,14 +82,19 @@ struct problem {
       }
     forward();  // sizes the outputs
     auto fill = [&](std::vector<double>& w, const qformer_pass_state<double>& st) {
-      w.resize(static_cast<std::size_t>(st.output().size()));
-      for (auto& x : w) x = nd(gen);
+      w.assign(static_cast<std::size_t>(st.output().size()), 0.0);
+      for (index_t k = 0; k < computed(st); ++k) w[static_cast<std::size_t>(k)] = nd(gen);
     };
     fill(w_img, img);
     fill(w_joint, joint);
     fill(w_itg, itg);
     fill(w_text, text);
+    fill(w_pairs, pairs);
+    fill(w_cls, cls);
   }
+
+  // elements of st.output() that the pass computes (rows [0, R B))
+  static index_t computed(const qformer_pass_state<double>& st) { return st.R * st.B * st.output().extent(1); }
 
   void forward() {
     reference_backend be;
@@ -118,16 +130,24 @@ struct problem {
     tin.prefix = nullptr;
     tin.seed = 14;
     qformer_forward(be, m, text, tin);
+    tin.seed = 15;
+    tin.output_positions = 1;  // [CLS] only
+    qformer_forward(be, m, cls, tin);
+    jin.attention = qformer_attention::bidirectional;
+    jin.seed = 16;
+    jin.output_positions = m.config().num_query_tokens;  // the query rows only
+    qformer_forward(be, m, pairs, jin);
   }
 
   double loss() const {
     auto dot = [](const std::vector<double>& w, const qformer_pass_state<double>& st) {
       const double* y = st.output().data();
       double s = 0;
-      for (std::size_t k = 0; k < w.size(); ++k) s += w[k] * y[k];
+      for (index_t k = 0; k < computed(st); ++k) s += w[static_cast<std::size_t>(k)] * y[k];
       return s;
     };
-    return dot(w_img, img) + dot(w_joint, joint) + dot(w_itg, itg) + dot(w_text, text);
+    return dot(w_img, img) + dot(w_joint, joint) + dot(w_itg, itg) + dot(w_text, text) + dot(w_pairs, pairs) +
+           dot(w_cls, cls);
   }
 
   // analytic gradients into m.g and the returned dimage
@@ -141,6 +161,8 @@ struct problem {
     qformer_backward(be, m, joint, d(w_joint, joint));
     qformer_backward(be, m, itg, d(w_itg, itg));  // before the image pass: it adds into img's dk/dv_extra
     qformer_backward(be, m, text, d(w_text, text));
+    qformer_backward(be, m, pairs, d(w_pairs, pairs));
+    qformer_backward(be, m, cls, d(w_cls, cls));
     qformer_backward(be, m, img, d(w_img, img));
     std::vector<double> dimage(image.size(), 0.0);
     const index_t E = m.config().qformer.encoder_hidden_size;
@@ -191,4 +213,79 @@ TEST_CASE("qformer gradcheck: every parameter and the image, with dropout, pairs
     check("image_embeds[" + std::to_string(k) + "]", dimage[k], numeric(pr.image[k]));
   }
   std::printf("qformer gradcheck: %d elements, worst |analytic - numeric| / tolerance = %.2e\n", checked, worst);
+}
+
+// A pass run with output_positions = R against the same pass run in full: the rows [0, R B) it keeps,
+// every parameter gradient and the image gradient, for dout that is zero beyond those rows (what the
+// ITM head and ITC give). Hidden dropout is on (its mask is indexed by row, the same in both); attention
+// dropout is off, since the truncated last layer draws its mask over (B, NH, R, S) (see nn/qformer.hpp).
+// Tolerance: the kept rows go through the same operations in the same order, and the full pass adds
+// exact zeros for the others, so the two agree to the last bits; 1e-13 relative allows a reordered sum.
+TEST_CASE("qformer output_positions: the kept rows and every gradient equal the full pass's (double)") {
+  auto cfg = problem::config();
+  cfg.qformer.attention_probs_dropout_prob = 0.0;
+  problem pr(cfg);
+  reference_backend be;
+  const index_t C = cfg.qformer.hidden_size, E = cfg.qformer.encoder_hidden_size, Q = cfg.num_query_tokens;
+  std::mt19937_64 gen(5);
+  std::normal_distribution<double> nd(0.0, 1.0);
+
+  struct run_result {
+    std::vector<double> out, grads, dimage;
+  };
+  // one pass (full or truncated to R positions), dout random on rows [0, R B). The state is reused, as
+  // training reuses it step after step: the truncated run must not read what the full run left behind.
+  qformer_pass_state<double> st;
+  auto run = [&](qformer_pass_inputs<double> in, index_t R, bool truncate) {
+    pr.m.zero_grad();
+    image_kv_state<double> kv;
+    encode_image_kv(be, pr.m, kv, tensor_view<const double, 3>(pr.image.data(), {pr.B, pr.N, E}));
+    in.image = in.queries ? &kv : nullptr;
+    in.output_positions = truncate ? R : 0;
+    qformer_forward(be, pr.m, st, in);
+    const index_t kept = R * in.batch * C;
+    std::vector<double> dout(static_cast<std::size_t>(st.output().size()), 0.0);
+    std::mt19937_64 g(9);  // the same dout for both runs
+    for (index_t k = 0; k < kept; ++k) dout[static_cast<std::size_t>(k)] = nd(g);
+    qformer_backward(be, pr.m, st, tensor_view<const double, 2>(dout.data(), st.output().extents()));
+    run_result r;
+    r.out.assign(st.output().data(), st.output().data() + kept);
+    r.grads.assign(pr.m.gradients().begin(), pr.m.gradients().end());
+    r.dimage.assign(pr.image.size(), 0.0);
+    encode_image_kv_backward(be, pr.m, kv, tensor_view<double, 3>(r.dimage.data(), {pr.B, pr.N, E}));
+    return r;
+  };
+  auto compare = [](const std::string& what, const std::vector<double>& a, const std::vector<double>& b) {
+    REQUIRE(a.size() == b.size());
+    double scale = 0, diff = 0;
+    for (std::size_t k = 0; k < a.size(); ++k) {
+      scale = std::max(scale, std::abs(b[k]));
+      diff = std::max(diff, std::abs(a[k] - b[k]));
+    }
+    INFO(what, ": max |truncated - full| = ", diff, ", max |full| = ", scale);
+    CHECK(scale > 0);  // a vector of zeros would compare equal without testing anything
+    CHECK(diff <= 1e-13 * scale);
+  };
+
+  qformer_pass_inputs<double> pairs;  // ITM-style: [queries ; text], pairs reusing images, R = Q
+  pairs.batch = pr.Bj;
+  pairs.queries = true;
+  pairs.image_index = pr.pairing;
+  pairs.input_ids = pr.ids_j.view();
+  pairs.attention_mask = pr.mask_j.view();
+  pairs.training = true;
+  pairs.seed = 21;
+  qformer_pass_inputs<double> text;  // ITC text side: [CLS] only, R = 1
+  text.batch = pr.B;
+  text.input_ids = pr.ids.view();
+  text.attention_mask = pr.mask.view();
+  text.training = true;
+  text.seed = 22;
+  for (auto [name, in, R] : {std::tuple{"pairs, R = Q", pairs, Q}, std::tuple{"text, R = 1", text, index_t{1}},
+                             std::tuple{"pairs, R = Q + 2", pairs, Q + 2}}) {
+    const auto full = run(in, R, false), cut = run(in, R, true);
+    compare(std::string(name) + " output", cut.out, full.out);
+    compare(std::string(name) + " parameter gradients", cut.grads, full.grads);
+    if (in.queries) compare(std::string(name) + " image gradient", cut.dimage, full.dimage);
+  }
 }

@@ -83,10 +83,6 @@ inline std::uint64_t stage1_seed(std::uint64_t seed, std::uint64_t what) {
   const auto r = random_bits(seed, 0x5354414745310000ull + what);  // "STAGE1" + what
   return (static_cast<std::uint64_t>(r[0]) << 32) | r[1];
 }
-template <class T>
-void zero(const tensor_view<T, 2>& v) {
-  std::fill(v.data(), v.data() + v.size(), T{});
-}
 }  // namespace detail
 
 // Forward and backward of one step; returns the losses. Negatives come from `sampler` unless
@@ -149,6 +145,7 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
     tp.attention_mask = batch.attention_mask;
     tp.training = opt.training;
     tp.seed = detail::stage1_seed(opt.seed, 2);
+    tp.output_positions = 1;  // ITC reads [CLS] only
     qformer_forward(be, m, st.text_pass, tp);
     projection_forward(be, st.text_proj, m.w.text_projection, detail::as_const(detail::row_range(st.text_pass.output(), 0, B)));
     itc_options<T> io;
@@ -208,6 +205,7 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
     jp.image_index = st.pair_image;
     jp.training = opt.training;
     jp.seed = detail::stage1_seed(opt.seed, 4);
+    jp.output_positions = Q;  // the ITM head reads the query rows only
     qformer_forward(be, m, st.itm_pass, jp);
     itm_head_forward(be, st.itm_head, m.w.itm_head, detail::as_const(detail::row_range(st.itm_pass.output(), 0, Q * 3 * B)),
                      3 * B);
