@@ -136,31 +136,38 @@ batch_data make_batch(index_t B, index_t T) {
 // kv_images: how many images' cross-attention K/V are projected (ours B; LAVIS B for the image pass + 3B for
 // the ITM pairs); dimage: whether the backward also computes d image_embeds (LAVIS does, for its trainable
 // ln_vision; neither program here does: the image embeddings are an input without gradient); lm_rows: rows
-// the LM head runs on (ours (T-1) B, the predicting rows; LAVIS T B, shifting afterwards).
+// the LM head runs on (ours (T-1) B, the predicting rows; LAVIS T B, shifting afterwards); Tv: text rows
+// computed per caption (ours: the unmasked tokens, qformer_pass_inputs::skip_padding; LAVIS: all T; attention
+// still spans the padded T); reads_only: the last layer of the text and ITM passes computes only the rows
+// their heads read ([CLS]; the queries) beyond K and V (qformer_pass_inputs::output_positions).
 struct step_flop {
   double kv_fwd = 0, kv_bwd = 0, passes_fwd = 0;
   double total() const { return kv_fwd + kv_bwd + 3 * passes_fwd; }  // backward of a pass = 2x its forward
 };
 step_flop step_flops(const qformer_config& q, index_t Qn, index_t D, index_t B, index_t T, index_t kv_images, bool dimage,
-                     index_t lm_rows) {
+                     index_t lm_rows, double Tv, bool reads_only) {
   const double C = q.hidden_size, F = q.intermediate_size, N = N_IMG, E = q.encoder_hidden_size, V = q.vocab_size;
   auto lin = [](double M, double K, double Nn) { return 2 * M * K * Nn; };
   step_flop f;
   double img = 0, txt = 0, itm = 0, itg = 0;
   const double R = 3.0 * B;  // ITM pairs
   for (index_t l = 0; l < q.num_hidden_layers; ++l) {
-    const bool cross = q.has_cross_attention(l);
+    const bool cross = q.has_cross_attention(l), last = reads_only && l + 1 == q.num_hidden_layers;
     if (cross) f.kv_fwd += 2 * lin(double(kv_images) * N, E, C);
     // image pass: B Q query rows; self-attention Q x Q; cross q, o and attention Q x N
     img += 4 * lin(B * Qn, C, C) + 2 * lin(B * Qn, C, F) + 4.0 * B * Qn * Qn * C;
     if (cross) img += 2 * lin(B * Qn, C, C) + 4.0 * B * Qn * N * C;
-    // text pass: B T rows, self-attention T x T
-    txt += 4 * lin(B * T, C, C) + 2 * lin(B * T, C, F) + 4.0 * B * T * T * C;
-    // ITM: 3B (Q + T) rows, self-attention (Q + T)^2, cross on the 3B Q query rows
-    itm += 4 * lin(R * (Qn + T), C, C) + 2 * lin(R * (Qn + T), C, F) + 4.0 * R * (Qn + T) * (Qn + T) * C;
+    // a layer over `rows` rows of which `out` rows (the others give only K and V), attention out x keys
+    auto layer = [&](double rows, double out, double keys) {
+      return 2 * lin(rows, C, C) + 2 * lin(out, C, C) + 2 * lin(out, C, F) + 4.0 * out * keys * C;
+    };
+    // text pass: B Tv rows, self-attention over T keys ([CLS] alone in a reads-only last layer)
+    txt += layer(B * Tv, last ? B : B * Tv, T);
+    // ITM: 3B (Q + Tv) rows, self-attention over Q + T keys, cross on the 3B Q query rows
+    itm += layer(R * (Qn + Tv), last ? R * Qn : R * (Qn + Tv), Qn + T);
     if (cross) itm += 2 * lin(R * Qn, C, C) + 4.0 * R * Qn * N * C;
-    // ITG: B T text rows attending to Q cached query keys + T text keys (all products computed, then masked)
-    itg += 4 * lin(B * T, C, C) + 2 * lin(B * T, C, F) + 4.0 * B * T * (Qn + T) * C;
+    // ITG: B Tv text rows attending to Q cached query keys + T text keys (all products computed, then masked)
+    itg += layer(B * Tv, B * Tv, Qn + T);
   }
   itg += lin(lm_rows, C, C) + lin(lm_rows, C, V);                                   // LM head
   const double heads = lin(B * Qn, C, D) + lin(B, C, D) + lin(R * Qn, C, 2);        // ITC projections, ITM head
@@ -316,10 +323,12 @@ int main(int argc, char** argv) {
   mc.with_stage1_heads = true;
   const auto& qc = mc.qformer;
   const index_t B = cfg.batch, T = cfg.text, Qn = mc.num_query_tokens, D = mc.image_text_hidden_size;
-  const step_flop ours_f = step_flops(qc, Qn, D, B, T, B, false, (T - 1) * B);
-  const step_flop lavis_f = step_flops(qc, Qn, D, B, T, 4 * B, true, T * B);
-  const step_flop peer_f = step_flops(qc, Qn, D, B, T, cfg.peer_kv_once ? B : 4 * B, false, T * B);
-  const step_flop peer_once_f = step_flops(qc, Qn, D, B, T, B, false, T * B);
+  double Tv = 0;  // unmasked tokens per caption
+  for (index_t b = 0; b < B; ++b) Tv += static_cast<double>(text_length(b, T)) / static_cast<double>(B);
+  const step_flop ours_f = step_flops(qc, Qn, D, B, T, B, false, (T - 1) * B, Tv, true);
+  const step_flop lavis_f = step_flops(qc, Qn, D, B, T, 4 * B, true, T * B, T, false);
+  const step_flop peer_f = step_flops(qc, Qn, D, B, T, cfg.peer_kv_once ? B : 4 * B, false, T * B, T, false);
+  const step_flop peer_once_f = step_flops(qc, Qn, D, B, T, B, false, T * B, T, false);
   const double n_params = static_cast<double>(parameter_count<float>(mc));
   std::printf("\nstep: Q-Former %ld layers, C %ld, NH %ld, F %ld, Q %ld queries, cross-attention every %ld, image %ld x %ld, "
               "V %ld, D %ld; B %ld pairs, T %ld; %.1f M parameters; dropout %g (both sides); ITM negatives %s\n",
@@ -333,9 +342,10 @@ int main(int argc, char** argv) {
               "(image K/V %.1f)\n", lavis_f.total() * 1e-9, (lavis_f.kv_fwd + lavis_f.kv_bwd) * 1e-9);
   std::printf("  the PyTorch peer (LAVIS's per-pair image K/V, no d image_embeds: the images are an input):        %8.1f GFLOP "
               "(image K/V %.1f)\n", peer_f.total() * 1e-9, (peer_f.kv_fwd + peer_f.kv_bwd) * 1e-9);
-  std::printf("  ours (image K/V once per image, no d image_embeds, LM head on the (T-1) B predicting rows):       %8.1f GFLOP "
+  std::printf("  ours (image K/V once per image, no d image_embeds, LM head on the (T-1) B predicting rows,\n"
+              "        %.1f of %ld text rows a caption (padding skipped), last layer: only the rows read):       %8.1f GFLOP "
               "(image K/V %.1f) = %.1f%% less than LAVIS, %.1f%% less than the peer\n",
-              ours_f.total() * 1e-9, (ours_f.kv_fwd + ours_f.kv_bwd) * 1e-9, 100 * (1 - ours_f.total() / lavis_f.total()),
+              Tv, static_cast<long>(T), ours_f.total() * 1e-9, (ours_f.kv_fwd + ours_f.kv_bwd) * 1e-9, 100 * (1 - ours_f.total() / lavis_f.total()),
               100 * (1 - ours_f.total() / peer_f.total()));
   std::fflush(stdout);
 

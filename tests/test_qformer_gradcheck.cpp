@@ -5,8 +5,9 @@
 //
 // L = sum(w_img * image_pass_out) + sum(w_joint * joint_pass_out) + sum(w_itg * cached_kv_pass_out)
 //     + sum(w_text * text_pass_out) + sum(w_pairs * pairs_out[rows of the queries])
-//     + sum(w_cls * text_pass_out[rows of [CLS]]), w random and fixed; the last two passes run with
-// output_positions (the last layer computes the positions read, as ITM and ITC use it).
+//     + sum(w_cls * text_pass_out[rows of [CLS]]) + sum(w_itg2 * cached_kv_pass_out'), w random and fixed;
+// the last three passes skip their padding rows (skip_padding), and pairs and cls run with
+// output_positions (the last layer computes the positions read, as ITM and ITC use them).
 // A second test checks that such a pass equals the full pass on the rows it keeps, gradients included.
 // Tolerance as in tests/harness/gradcheck.hpp: |analytic - numeric| <= 1e-7 + 1e-5 |numeric| with
 // h = 1e-5 (central differences in double: truncation ~h^2, round-off ~1e-16 |L| / h, both far below).
@@ -32,10 +33,10 @@ struct problem {
   host_tensor<index_t, 2> ids, mask;       // (B, T) for the text and cached-K/V passes
   host_tensor<index_t, 2> ids_j, mask_j;   // (Bj, T) for the joint pass
   std::vector<index_t> pairing{1, 0, 1};   // image of each joint-pass pair
-  std::vector<double> w_img, w_joint, w_itg, w_text, w_pairs, w_cls;
+  std::vector<double> w_img, w_joint, w_itg, w_text, w_pairs, w_cls, w_itg2;
 
   image_kv_state<double> kv;
-  qformer_pass_state<double> img, joint, itg, text, pairs, cls;
+  qformer_pass_state<double> img, joint, itg, text, pairs, cls, itg2;
 
   static qformer_model_config config() {
     qformer_model_config c;
@@ -91,6 +92,7 @@ struct problem {
     fill(w_text, text);
     fill(w_pairs, pairs);
     fill(w_cls, cls);
+    fill(w_itg2, itg2);
   }
 
   // elements of st.output() that the pass computes (rows [0, R B))
@@ -126,16 +128,22 @@ struct problem {
     cin.training = true;
     cin.seed = 13;
     qformer_forward(be, m, itg, cin);
+    cin.seed = 17;
+    cin.skip_padding = true;
+    qformer_forward(be, m, itg2, cin);
     qformer_pass_inputs<double> tin = cin;
     tin.prefix = nullptr;
+    tin.skip_padding = false;
     tin.seed = 14;
     qformer_forward(be, m, text, tin);
     tin.seed = 15;
     tin.output_positions = 1;  // [CLS] only
+    tin.skip_padding = true;
     qformer_forward(be, m, cls, tin);
     jin.attention = qformer_attention::bidirectional;
     jin.seed = 16;
     jin.output_positions = m.config().num_query_tokens;  // the query rows only
+    jin.skip_padding = true;
     qformer_forward(be, m, pairs, jin);
   }
 
@@ -147,7 +155,7 @@ struct problem {
       return s;
     };
     return dot(w_img, img) + dot(w_joint, joint) + dot(w_itg, itg) + dot(w_text, text) + dot(w_pairs, pairs) +
-           dot(w_cls, cls);
+           dot(w_cls, cls) + dot(w_itg2, itg2);
   }
 
   // analytic gradients into m.g and the returned dimage
@@ -160,6 +168,7 @@ struct problem {
     };
     qformer_backward(be, m, joint, d(w_joint, joint));
     qformer_backward(be, m, itg, d(w_itg, itg));  // before the image pass: it adds into img's dk/dv_extra
+    qformer_backward(be, m, itg2, d(w_itg2, itg2));
     qformer_backward(be, m, text, d(w_text, text));
     qformer_backward(be, m, pairs, d(w_pairs, pairs));
     qformer_backward(be, m, cls, d(w_cls, cls));
@@ -215,77 +224,118 @@ TEST_CASE("qformer gradcheck: every parameter and the image, with dropout, pairs
   std::printf("qformer gradcheck: %d elements, worst |analytic - numeric| / tolerance = %.2e\n", checked, worst);
 }
 
-// A pass run with output_positions = R against the same pass run in full: the rows [0, R B) it keeps,
-// every parameter gradient and the image gradient, for dout that is zero beyond those rows (what the
-// ITM head and ITC give). Hidden dropout is on (its mask is indexed by row, the same in both); attention
-// dropout is off, since the truncated last layer draws its mask over (B, NH, R, S) (see nn/qformer.hpp).
-// Tolerance: the kept rows go through the same operations in the same order, and the full pass adds
-// exact zeros for the others, so the two agree to the last bits; 1e-13 relative allows a reordered sum.
-TEST_CASE("qformer output_positions: the kept rows and every gradient equal the full pass's (double)") {
-  auto cfg = problem::config();
-  cfg.qformer.attention_probs_dropout_prob = 0.0;
-  problem pr(cfg);
-  reference_backend be;
-  const index_t C = cfg.qformer.hidden_size, E = cfg.qformer.encoder_hidden_size, Q = cfg.num_query_tokens;
-  std::mt19937_64 gen(5);
-  std::normal_distribution<double> nd(0.0, 1.0);
+// A pass run with output_positions = R and/or skip_padding against the same pass run in full: the rows
+// it keeps (positions [0, R), text positions with attention_mask 1), every parameter gradient and the
+// image gradient, for dout that is zero beyond those rows (what the ITM head, ITC and ITG give).
+// Dropout: a truncated last layer draws its attention-dropout mask over (B, NH, R, S), and packed rows
+// draw their hidden-dropout masks over the packed rows (nn/qformer.hpp), so each case keeps on the
+// dropout whose masks it leaves unchanged and turns the other off.
+// Tolerance: the kept rows go through the same operations in the same order; the full pass adds exact
+// zeros for the others (masked keys have softmax weight exp(-10000) = 0), so the two agree to the last
+// bits; 1e-13 relative allows a reordered sum.
+TEST_CASE("qformer output_positions and skip_padding: the kept rows and every gradient equal the full pass's (double)") {
+  struct variant {
+    const char* name;
+    bool truncate, skip;
+  };
+  for (const variant v : {variant{"output_positions", true, false}, variant{"skip_padding", false, true},
+                          variant{"both", true, true}}) {
+    auto cfg = problem::config();
+    if (v.truncate) cfg.qformer.attention_probs_dropout_prob = 0.0;
+    if (v.skip) cfg.qformer.hidden_dropout_prob = 0.0;
+    problem pr(cfg);
+    reference_backend be;
+    const index_t C = cfg.qformer.hidden_size, E = cfg.qformer.encoder_hidden_size, Q = cfg.num_query_tokens;
+    std::normal_distribution<double> nd(0.0, 1.0);
 
-  struct run_result {
-    std::vector<double> out, grads, dimage;
-  };
-  // one pass (full or truncated to R positions), dout random on rows [0, R B). The state is reused, as
-  // training reuses it step after step: the truncated run must not read what the full run left behind.
-  qformer_pass_state<double> st;
-  auto run = [&](qformer_pass_inputs<double> in, index_t R, bool truncate) {
-    pr.m.zero_grad();
-    image_kv_state<double> kv;
-    encode_image_kv(be, pr.m, kv, tensor_view<const double, 3>(pr.image.data(), {pr.B, pr.N, E}));
-    in.image = in.queries ? &kv : nullptr;
-    in.output_positions = truncate ? R : 0;
-    qformer_forward(be, pr.m, st, in);
-    const index_t kept = R * in.batch * C;
-    std::vector<double> dout(static_cast<std::size_t>(st.output().size()), 0.0);
-    std::mt19937_64 g(9);  // the same dout for both runs
-    for (index_t k = 0; k < kept; ++k) dout[static_cast<std::size_t>(k)] = nd(g);
-    qformer_backward(be, pr.m, st, tensor_view<const double, 2>(dout.data(), st.output().extents()));
-    run_result r;
-    r.out.assign(st.output().data(), st.output().data() + kept);
-    r.grads.assign(pr.m.gradients().begin(), pr.m.gradients().end());
-    r.dimage.assign(pr.image.size(), 0.0);
-    encode_image_kv_backward(be, pr.m, kv, tensor_view<double, 3>(r.dimage.data(), {pr.B, pr.N, E}));
-    return r;
-  };
-  auto compare = [](const std::string& what, const std::vector<double>& a, const std::vector<double>& b) {
-    REQUIRE(a.size() == b.size());
-    double scale = 0, diff = 0;
-    for (std::size_t k = 0; k < a.size(); ++k) {
-      scale = std::max(scale, std::abs(b[k]));
-      diff = std::max(diff, std::abs(a[k] - b[k]));
+    struct run_result {
+      std::vector<double> out, grads, dimage;
+    };
+    // Rows a consumer reads: position < R and not masked text, except that a text-only element with
+    // every position masked is read whole (it has no unmasked key, so skip_padding keeps it).
+    auto kept_row = [&](const qformer_pass_inputs<double>& in, index_t R, index_t r) {
+      const index_t p = r / in.batch, b = r % in.batch, Lq = in.queries ? Q : 0;
+      bool none = !in.queries;
+      for (index_t t = 0; t < in.attention_mask.extent(1); ++t) none = none && in.attention_mask(b, t) == 0;
+      return p < R && (p < Lq || none || in.attention_mask(b, p - Lq) == 1);
+    };
+    // One pass, full or not, with dout random on the kept rows. The state is reused, as training reuses
+    // it step after step: a run must not read what the previous one left behind.
+    qformer_pass_state<double> st;
+    auto run = [&](qformer_pass_inputs<double> in, index_t R, bool reduced) {
+      pr.m.zero_grad();
+      image_kv_state<double> kv;
+      encode_image_kv(be, pr.m, kv, tensor_view<const double, 3>(pr.image.data(), {pr.B, pr.N, E}));
+      in.image = in.queries ? &kv : nullptr;
+      in.output_positions = reduced && v.truncate ? R : 0;
+      in.skip_padding = reduced && v.skip;
+      qformer_forward(be, pr.m, st, in);
+      const index_t rows = st.output().extent(0);
+      std::vector<double> dout(static_cast<std::size_t>(rows * C), 0.0);
+      std::mt19937_64 g(9);  // the same dout for both runs
+      run_result res;
+      for (index_t r = 0; r < rows; ++r)
+        for (index_t c = 0; c < C; ++c) {
+          const double d = nd(g);
+          if (!kept_row(in, R, r)) continue;
+          dout[static_cast<std::size_t>(r * C + c)] = d;
+          res.out.push_back(st.output()(r, c));
+        }
+      qformer_backward(be, pr.m, st, tensor_view<const double, 2>(dout.data(), st.output().extents()));
+      res.grads.assign(pr.m.gradients().begin(), pr.m.gradients().end());
+      res.dimage.assign(pr.image.size(), 0.0);
+      encode_image_kv_backward(be, pr.m, kv, tensor_view<double, 3>(res.dimage.data(), {pr.B, pr.N, E}));
+      return res;
+    };
+    auto compare = [&](const std::string& what, const std::vector<double>& a, const std::vector<double>& b) {
+      REQUIRE(a.size() == b.size());
+      double scale = 0, diff = 0;
+      for (std::size_t k = 0; k < a.size(); ++k) {
+        scale = std::max(scale, std::abs(b[k]));
+        diff = std::max(diff, std::abs(a[k] - b[k]));
+      }
+      INFO(v.name, ", ", what, ": max |reduced - full| = ", diff, ", max |full| = ", scale);
+      CHECK(scale > 0);  // a vector of zeros would compare equal without testing anything
+      CHECK(diff <= 1e-13 * scale);
+    };
+
+    qformer_pass_inputs<double> pairs;  // ITM-style: [queries ; text], pairs reusing images, R = Q
+    pairs.batch = pr.Bj;
+    pairs.queries = true;
+    pairs.image_index = pr.pairing;
+    pairs.input_ids = pr.ids_j.view();
+    pairs.attention_mask = pr.mask_j.view();
+    pairs.training = true;
+    pairs.seed = 21;
+    qformer_pass_inputs<double> text;  // ITC text side: [CLS] only, R = 1
+    text.batch = pr.B;
+    text.input_ids = pr.ids.view();
+    text.attention_mask = pr.mask.view();
+    text.training = true;
+    text.seed = 22;
+    // a text whose every position is masked keeps its rows under skip_padding (nothing else to attend to)
+    host_tensor<index_t, 2> mask_none = pr.mask;
+    for (index_t t = 0; t < pr.T; ++t) mask_none(1, t) = 0;
+    mask_none(0, 3) = 0;  // element 0 still has a padding row to skip
+    qformer_pass_inputs<double> text_none = text;
+    text_none.attention_mask = mask_none.view();
+    const index_t T = pr.T;
+    for (auto [name, in, R] : {std::tuple{"pairs, R = Q", pairs, Q}, std::tuple{"text, R = 1", text, index_t{1}},
+                               std::tuple{"pairs, R = Q + 2", pairs, Q + 2}, std::tuple{"text, R = T", text, T}}) {
+      const auto full = run(in, R, false), cut = run(in, R, true);
+      compare(std::string(name) + " output", cut.out, full.out);
+      compare(std::string(name) + " parameter gradients", cut.grads, full.grads);
+      if (in.queries) compare(std::string(name) + " image gradient", cut.dimage, full.dimage);
     }
-    INFO(what, ": max |truncated - full| = ", diff, ", max |full| = ", scale);
-    CHECK(scale > 0);  // a vector of zeros would compare equal without testing anything
-    CHECK(diff <= 1e-13 * scale);
-  };
-
-  qformer_pass_inputs<double> pairs;  // ITM-style: [queries ; text], pairs reusing images, R = Q
-  pairs.batch = pr.Bj;
-  pairs.queries = true;
-  pairs.image_index = pr.pairing;
-  pairs.input_ids = pr.ids_j.view();
-  pairs.attention_mask = pr.mask_j.view();
-  pairs.training = true;
-  pairs.seed = 21;
-  qformer_pass_inputs<double> text;  // ITC text side: [CLS] only, R = 1
-  text.batch = pr.B;
-  text.input_ids = pr.ids.view();
-  text.attention_mask = pr.mask.view();
-  text.training = true;
-  text.seed = 22;
-  for (auto [name, in, R] : {std::tuple{"pairs, R = Q", pairs, Q}, std::tuple{"text, R = 1", text, index_t{1}},
-                             std::tuple{"pairs, R = Q + 2", pairs, Q + 2}}) {
-    const auto full = run(in, R, false), cut = run(in, R, true);
-    compare(std::string(name) + " output", cut.out, full.out);
-    compare(std::string(name) + " parameter gradients", cut.grads, full.grads);
-    if (in.queries) compare(std::string(name) + " image gradient", cut.dimage, full.dimage);
+    if (v.skip) {  // the fully masked text: its rows are all kept, so compare every row of it
+      const auto full = run(text_none, T, false), cut = run(text_none, T, true);
+      qformer_pass_state<double> probe;
+      auto in = text_none;
+      in.skip_padding = true;
+      qformer_forward(be, pr.m, probe, in);
+      CHECK(probe.Lp == 3 + T);  // element 0 keeps its 3 unmasked positions, element 1 all T
+      compare("text with a fully masked row, output", cut.out, full.out);
+      compare("text with a fully masked row, parameter gradients", cut.grads, full.grads);
+    }
   }
 }

@@ -82,6 +82,7 @@ host_tensor<T, 2> text_features(Be& be, const qformer_model<T>& m, tensor_view<c
     in.input_ids = tensor_view<const index_t, 2>(bids.data(), {b, len});
     in.attention_mask = tensor_view<const index_t, 2>(bmask.data(), {b, len});
     in.output_positions = 1;  // the last layer computes [CLS] only
+    in.skip_padding = true;   // and no padding row
     qformer_forward(be, m, pass, in);
     // position 0 ([CLS]) of every text: the first b rows of the sequence-major output, (b, C)
     projection_forward(be, proj, m.w.text_projection, detail::as_const(detail::row_range(pass.output(), 0, b)));
@@ -193,6 +194,7 @@ std::vector<T> itm_match_scores(Be& be, const qformer_model<T>& m, std::span<con
     in.attention_mask = tensor_view<const index_t, 2>(bmask.data(), {b, len});
     in.attention = qformer_attention::bidirectional;
     in.output_positions = Q;  // the ITM head reads the query rows only
+    in.skip_padding = true;
     qformer_forward(be, m, joint, in);
     itm_head_forward(be, itm, m.w.itm_head, detail::as_const(detail::row_range(joint.output(), 0, Q * b)), b);
     for (index_t x = 0; x < b; ++x) scores[static_cast<std::size_t>(p0 + x)] = itm.logits(x, 1);

@@ -39,6 +39,17 @@
 // last layer's probs are (B, NH, R, S), so its dropout mask is drawn over that shape (an equally valid
 // mask, not the full pass's mask restricted). Savings at BLIP-2 size (12 layers, Q = T = 32): about 4%
 // of a stage-1 step's FLOP; in the 2-layer demo, half of the ITM pass's text-row work.
+//
+// Skipping padding (qformer_pass_inputs::skip_padding): a text position whose attention_mask is 0 is a
+// key every row masks out, with a score 10000 below the others, so its softmax weight underflows to 0 and
+// it changes no other row, forward or backward. If nothing reads its own output, its whole row is dead
+// work (LAVIS pads every caption to 32 tokens: at BLIP-2 size a third of the text rows). With the flag,
+// row-wise work (embeddings, linears, LayerNorms, FFN) runs on the PACKED rows, the rows kept in
+// sequence-major order, and attention runs on the padded layout with zero rows scattered in for the
+// skipped ones (gathered back after). The kept rows come out the same as without the flag; skipped rows
+// of output() are 0, and backward ignores dout on them. A batch element with no key at all to attend to
+// (no queries, no prefix, every text position masked) keeps its rows, so it behaves as without the flag.
+// Under hidden dropout the masks are drawn over the packed rows (equally valid, not the same elements).
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -230,22 +241,26 @@ struct qformer_pass_inputs {
   std::uint64_t seed = 0;                            // dropout seed of this pass
   index_t output_positions = 0;                      // R > 0: the last layer computes positions [0, R) only
                                                      // (see the header); 0: all L positions
+  bool skip_padding = false;                         // do not compute text rows whose attention_mask is 0
+                                                     // (see the header); their output rows are 0
 };
 
+// Rows: "padded" is the (L B) sequence-major layout attention sees; row-wise work runs on the Lp packed
+// rows (the padded rows, less skipped padding: see skip_padding). Without skipping the two are the same.
 template <class T>
 struct qformer_layer_state {
-  tensor_view<T, 2> q;                   // (L B, C)
-  tensor_view<T, 2> k, v;                // (S B, C): rows [0, P B) the prefix's, then this pass's
+  tensor_view<T, 2> q;                   // (L B, C) padded
+  tensor_view<T, 2> k, v;                // (S B, C) padded: rows [0, P B) the prefix's, then this pass's
   tensor_view<T, 4> probs;               // (B, NH, L, S)
-  tensor_view<T, 2> ctx, sum1, h1;       // (L B, C)
-  tensor_view<T, 1> mean1, rstd1;        // (L B)
+  tensor_view<T, 2> ctx, sum1, h1;       // (Lp, C) packed, as every (Lp, .) buffer below
+  tensor_view<T, 1> mean1, rstd1;        // (Lp)
   tensor_view<T, 3> ck, cv;              // (B, N, C): the image K/V of each batch element (gathered or shared)
   tensor_view<T, 2> cq, cctx, sum2, h2;  // (Lq B, C)
   tensor_view<T, 4> cprobs;              // (B, NH, Lq, N)
   tensor_view<T, 1> mean2, rstd2;        // (Lq B)
-  tensor_view<T, 2> inter, act;          // (L B, F)
-  tensor_view<T, 2> sum3, out;           // (L B, C)
-  tensor_view<T, 1> mean3, rstd3;        // (L B)
+  tensor_view<T, 2> inter, act;          // (Lp, F)
+  tensor_view<T, 2> sum3, out;           // (Lp, C)
+  tensor_view<T, 1> mean3, rstd3;        // (Lp)
   tensor_view<T, 2> dk_extra, dv_extra;  // (Lq B, C): gradient of this pass's query K/V from a pass
                                          // that used them as its prefix
 };
@@ -255,22 +270,30 @@ struct qformer_pass_state {
   qformer_pass_inputs<T> in;
   index_t B = 0, Lq = 0, T_text = 0, L = 0, P = 0, S = 0, N = 0;
   index_t R = 0;                         // positions the last layer computes (L unless output_positions)
-  std::vector<index_t> ids;              // (T B) sequence-major copy of input_ids
+  index_t Lp = 0;                        // packed rows (L B unless padding is skipped)
+  std::vector<index_t> packed_rows;      // (Lp) padded row of each packed row; empty: packed == padded
+  std::vector<index_t> slot;             // (L B) packed row of each padded row, -1 if skipped; empty as above
+  std::vector<index_t> pos_rows;         // (L + 1) packed rows before position p (p B when not packed)
+  std::vector<index_t> ids;              // text ids of the packed text rows, sequence-major
   tensor_view<T, 2> key_padding;         // (B, S): 1 keep, 0 pad
-  tensor_view<T, 2> emb, x0;             // (L B, C): embeddings before / after LayerNorm (+ dropout)
-  tensor_view<T, 1> emb_mean, emb_rstd;  // (L B)
+  tensor_view<T, 2> emb, x0;             // (Lp, C): embeddings before / after LayerNorm (+ dropout)
+  tensor_view<T, 1> emb_mean, emb_rstd;  // (Lp)
   std::vector<qformer_layer_state<T>> layers;
+  tensor_view<T, 2> out_padded;          // (L B, C): the output in the padded layout, when packed
+  tensor_view<T, 2> p_rows, p_ctx;       // packed: (Lp, C) projections before scattering, (L B, C) ctx
   // backward scratch
-  tensor_view<T, 2> g_out, g_x, g_sum, g_h, g_tmp, g_q;  // (L B, C)
-  tensor_view<T, 2> g_f, g_f2;                            // (L B, F)
-  tensor_view<T, 2> g_k, g_v;                             // (S B, C)
+  tensor_view<T, 2> g_out, g_x, g_sum, g_h, g_tmp, g_q;  // (Lp, C); g_q (L B, C) padded
+  tensor_view<T, 2> g_f, g_f2;                            // (Lp, F)
+  tensor_view<T, 2> g_k, g_v;                             // (S B, C) padded
   tensor_view<T, 2> g_c, g_cq;                            // (Lq B, C)
   tensor_view<T, 3> g_ck, g_cv;                           // (B, N, C)
+  tensor_view<T, 2> g_pq, g_pk, g_pv;                     // packed: (Lp, C) gradients of q, k, v
   std::vector<T> storage;
 
+  bool packed() const { return !packed_rows.empty(); }
   // The last layer's output, sequence-major (L B, C); rows [0, Lq B) are the queries. Only rows [0, R B)
-  // are set when the pass was run with output_positions.
-  tensor_view<T, 2> output() const { return layers.empty() ? x0 : layers.back().out; }
+  // are set when the pass was run with output_positions, and skipped padding rows are 0.
+  tensor_view<T, 2> output() const { return packed() ? out_padded : layers.empty() ? x0 : layers.back().out; }
   // The same as (B, L, C) (a strided view, no copy).
   tensor_view<T, 3> output_by_batch() const { return {output().data(), {B, L, output().extent(1)}, {output().extent(1), B * output().extent(1), 1}}; }
 };
@@ -281,6 +304,28 @@ namespace detail {
 template <class T>
 void zero(const tensor_view<T, 2>& v) {
   std::fill(v.data(), v.data() + v.size(), T{});
+}
+// packed rows -> padded layout: padded row r = packed row slot[r], or 0 where slot[r] is -1 or >= the
+// packed rows given (rows a truncated last layer did not compute)
+template <class T>
+void unpack_rows(const tensor_view<T, 2>& padded, const tensor_view<const T, 2>& packed, std::span<const index_t> slot) {
+  const index_t C = padded.extent(1), n = packed.extent(0);
+  for (index_t r = 0; r < padded.extent(0); ++r) {
+    const index_t i = slot[static_cast<std::size_t>(r)];
+    T* dst = padded.data() + r * padded.stride(0);
+    if (i >= 0 && i < n)
+      std::copy_n(packed.data() + i * packed.stride(0), C, dst);
+    else
+      std::fill_n(dst, C, T{});
+  }
+}
+// padded layout -> packed rows: packed row i = padded row rows[i]
+template <class T>
+void pack_rows(const tensor_view<T, 2>& packed, const tensor_view<const T, 2>& padded, std::span<const index_t> rows) {
+  const index_t C = packed.extent(1);
+  for (index_t i = 0; i < packed.extent(0); ++i)
+    std::copy_n(padded.data() + rows[static_cast<std::size_t>(i)] * padded.stride(0), C,
+                packed.data() + i * packed.stride(0));
 }
 // rows [r0, r1) of a (R, X) view
 template <class T>
@@ -367,14 +412,61 @@ void qformer_forward(Be& be, const qformer_model<T>& m, qformer_pass_state<T>& s
   st.in = in;
   st.B = B, st.Lq = Lq, st.T_text = Tn, st.L = L, st.P = P, st.S = S, st.N = N, st.R = R;
 
+  // ---- which rows are computed: key padding (B, S), then the packed rows ----
+  // prefix and query keys are always kept; text key s of element b as its attention_mask says
+  std::vector<T> keep_key(static_cast<std::size_t>(B * S));
+  for (index_t b = 0; b < B; ++b)
+    for (index_t s = 0; s < S; ++s) {
+      const index_t t = s - P - Lq;  // text position of key s
+      T keep = 1;
+      if (t >= 0 && in.attention_mask.data()) {
+        const index_t mval = in.attention_mask(b, t);
+        BLIP2_CHECK(mval == 0 || mval == 1, value_error, op, ": attention_mask(", b, ", ", t, ") = ", mval,
+                    " must be 0 or 1");
+        keep = static_cast<T>(mval);
+      }
+      keep_key[static_cast<std::size_t>(b * S + s)] = keep;
+    }
+  st.packed_rows.clear();
+  st.slot.clear();
+  st.pos_rows.resize(static_cast<std::size_t>(L + 1));
+  if (in.skip_padding && Tn > 0 && in.attention_mask.data()) {
+    // an element with no key left to attend to keeps every row (see the header)
+    std::vector<char> keep_all(static_cast<std::size_t>(B), 0);
+    for (index_t b = 0; b < B; ++b) {
+      bool any = P + Lq > 0;
+      for (index_t t = 0; t < Tn && !any; ++t) any = in.attention_mask(b, t) == 1;
+      keep_all[static_cast<std::size_t>(b)] = !any;
+    }
+    st.slot.assign(static_cast<std::size_t>(L * B), -1);
+    for (index_t p = 0; p < L; ++p) {
+      st.pos_rows[static_cast<std::size_t>(p)] = static_cast<index_t>(st.packed_rows.size());
+      for (index_t b = 0; b < B; ++b)
+        if (p < Lq || keep_all[static_cast<std::size_t>(b)] || in.attention_mask(b, p - Lq) == 1) {
+          st.slot[static_cast<std::size_t>(p * B + b)] = static_cast<index_t>(st.packed_rows.size());
+          st.packed_rows.push_back(p * B + b);
+        }
+    }
+    if (static_cast<index_t>(st.packed_rows.size()) == L * B) {  // nothing to skip
+      st.packed_rows.clear();
+      st.slot.clear();
+    }
+  }
+  const bool packed = st.packed();
+  if (!packed)
+    for (index_t p = 0; p < L; ++p) st.pos_rows[static_cast<std::size_t>(p)] = p * B;
+  const index_t Lp = packed ? static_cast<index_t>(st.packed_rows.size()) : L * B;
+  st.pos_rows[static_cast<std::size_t>(L)] = Lp;
+  st.Lp = Lp;
+
   // ---- storage ----
   const std::size_t NL = m.w.layers.size();
   lay_out(st.storage, [&](auto& a) {
     st.key_padding = a.template take<2>({B, S});
-    st.emb = a.template take<2>({L * B, C});
-    st.x0 = a.template take<2>({L * B, C});
-    st.emb_mean = a.template take<1>({L * B});
-    st.emb_rstd = a.template take<1>({L * B});
+    st.emb = a.template take<2>({Lp, C});
+    st.x0 = a.template take<2>({Lp, C});
+    st.emb_mean = a.template take<1>({Lp});
+    st.emb_rstd = a.template take<1>({Lp});
     st.layers.assign(NL, {});
     for (std::size_t l = 0; l < NL; ++l) {
       auto& ls = st.layers[l];
@@ -382,11 +474,11 @@ void qformer_forward(Be& be, const qformer_model<T>& m, qformer_pass_state<T>& s
       ls.k = a.template take<2>({S * B, C});
       ls.v = a.template take<2>({S * B, C});
       ls.probs = a.template take<4>({B, NH, l + 1 == NL ? R : L, S});
-      ls.ctx = a.template take<2>({L * B, C});
-      ls.sum1 = a.template take<2>({L * B, C});
-      ls.h1 = a.template take<2>({L * B, C});
-      ls.mean1 = a.template take<1>({L * B});
-      ls.rstd1 = a.template take<1>({L * B});
+      ls.ctx = a.template take<2>({Lp, C});
+      ls.sum1 = a.template take<2>({Lp, C});
+      ls.h1 = a.template take<2>({Lp, C});
+      ls.mean1 = a.template take<1>({Lp});
+      ls.rstd1 = a.template take<1>({Lp});
       if (m.w.layers[l].has_cross && Lq > 0) {
         if (gather) {
           ls.ck = a.template take<3>({B, N, C});
@@ -400,20 +492,21 @@ void qformer_forward(Be& be, const qformer_model<T>& m, qformer_pass_state<T>& s
         ls.mean2 = a.template take<1>({Lq * B});
         ls.rstd2 = a.template take<1>({Lq * B});
       }
-      ls.inter = a.template take<2>({L * B, F});
-      ls.act = a.template take<2>({L * B, F});
-      ls.sum3 = a.template take<2>({L * B, C});
-      ls.out = a.template take<2>({L * B, C});
-      ls.mean3 = a.template take<1>({L * B});
-      ls.rstd3 = a.template take<1>({L * B});
+      ls.inter = a.template take<2>({Lp, F});
+      ls.act = a.template take<2>({Lp, F});
+      ls.sum3 = a.template take<2>({Lp, C});
+      ls.out = a.template take<2>({Lp, C});
+      ls.mean3 = a.template take<1>({Lp});
+      ls.rstd3 = a.template take<1>({Lp});
       if (Lq > 0) {
         ls.dk_extra = a.template take<2>({Lq * B, C});
         ls.dv_extra = a.template take<2>({Lq * B, C});
       }
     }
-    for (auto* g : {&st.g_out, &st.g_x, &st.g_sum, &st.g_h, &st.g_tmp, &st.g_q}) *g = a.template take<2>({L * B, C});
-    st.g_f = a.template take<2>({L * B, F});
-    st.g_f2 = a.template take<2>({L * B, F});
+    for (auto* g : {&st.g_out, &st.g_x, &st.g_sum, &st.g_h, &st.g_tmp}) *g = a.template take<2>({Lp, C});
+    st.g_q = a.template take<2>({L * B, C});
+    st.g_f = a.template take<2>({Lp, F});
+    st.g_f2 = a.template take<2>({Lp, F});
     st.g_k = a.template take<2>({S * B, C});
     st.g_v = a.template take<2>({S * B, C});
     st.g_c = a.template take<2>({Lq * B, C});
@@ -422,28 +515,23 @@ void qformer_forward(Be& be, const qformer_model<T>& m, qformer_pass_state<T>& s
       st.g_ck = a.template take<3>({B, N, C});
       st.g_cv = a.template take<3>({B, N, C});
     }
+    st.out_padded = st.p_rows = st.p_ctx = st.g_pq = st.g_pk = st.g_pv = {};
+    if (packed) {
+      st.out_padded = a.template take<2>({L * B, C});
+      st.p_rows = a.template take<2>({Lp, C});
+      st.p_ctx = a.template take<2>({L * B, C});
+      for (auto* g : {&st.g_pq, &st.g_pk, &st.g_pv}) *g = a.template take<2>({Lp, C});
+    }
   });
   for (auto& ls : st.layers)
     if (ls.dk_extra.data()) {
       std::fill(ls.dk_extra.data(), ls.dk_extra.data() + ls.dk_extra.size(), T{});
       std::fill(ls.dv_extra.data(), ls.dv_extra.data() + ls.dv_extra.size(), T{});
     }
+  std::copy(keep_key.begin(), keep_key.end(), st.key_padding.data());
+  const std::span<const index_t> slot(st.slot), prow(st.packed_rows);
 
-  // ---- key padding (B, S): prefix and query keys are always kept ----
-  for (index_t b = 0; b < B; ++b)
-    for (index_t s = 0; s < S; ++s) {
-      const index_t t = s - P - Lq;  // text position of key s
-      T keep = 1;
-      if (t >= 0 && in.attention_mask.data()) {
-        const index_t mval = in.attention_mask(b, t);
-        BLIP2_CHECK(mval == 0 || mval == 1, value_error, op, ": attention_mask(", b, ", ", t, ") = ", mval,
-                    " must be 0 or 1");
-        keep = static_cast<T>(mval);
-      }
-      st.key_padding(b, s) = keep;
-    }
-
-  // ---- embeddings: x0 = dropout(LayerNorm([query_tokens ; word_emb[ids] + pos_emb])) ----
+  // ---- embeddings: x0 = dropout(LayerNorm([query_tokens ; word_emb[ids] + pos_emb])), packed rows ----
   const double p_hidden = in.training ? cfg.hidden_dropout_prob : 0.0;
   const double p_attn = in.training ? cfg.attention_probs_dropout_prob : 0.0;
   if (Lq > 0) {
@@ -452,20 +540,24 @@ void qformer_forward(Be& be, const qformer_model<T>& m, qformer_pass_state<T>& s
     copy(be, tensor_view<T, 3>(st.emb.data(), {Lq, B, C}), qt);
   }
   if (Tn > 0) {
-    st.ids.resize(static_cast<std::size_t>(Tn * B));
+    const index_t first = Lq * B;  // packed text rows [first, Lp)
+    st.ids.resize(static_cast<std::size_t>(Lp - first));
     for (index_t t = 0; t < Tn; ++t)
       for (index_t b = 0; b < B; ++b) {
         const index_t id = in.input_ids(b, t);  // checked here: embedding_forward would name a sequence-major row
         BLIP2_CHECK(id >= 0 && id < cfg.vocab_size, value_error, op, ": input_ids(", b, ", ", t, ") = ", id,
                     " is outside the vocabulary [0, vocab_size = ", cfg.vocab_size, ")");
-        st.ids[static_cast<std::size_t>(t * B + b)] = id;
+        const index_t r = packed ? st.slot[static_cast<std::size_t>((Lq + t) * B + b)] : (Lq + t) * B + b;
+        if (r >= 0) st.ids[static_cast<std::size_t>(r - first)] = id;
       }
-    const tensor_view<const index_t, 1> ids(st.ids.data(), {Tn * B});
-    auto text_rows = detail::row_range(st.emb, Lq * B, L * B);  // (T B, C)
+    const tensor_view<const index_t, 1> ids(st.ids.data(), {Lp - first});
+    auto text_rows = detail::row_range(st.emb, first, Lp);
     embedding_forward(be, text_rows, ids, m.w.word_embeddings);
-    for (index_t t = 0; t < Tn; ++t) {  // position t for every b: a broadcast row
-      const tensor_view<const T, 2> pos(m.w.position_embeddings.data() + t * C, {B, C}, {0, 1});
-      axpy(be, detail::row_range(st.emb, (Lq + t) * B, (Lq + t + 1) * B), pos);
+    for (index_t t = 0; t < Tn; ++t) {  // position t for every kept row of it: a broadcast row
+      const index_t r0 = st.pos_rows[static_cast<std::size_t>(Lq + t)], r1 = st.pos_rows[static_cast<std::size_t>(Lq + t + 1)];
+      if (r1 == r0) continue;
+      const tensor_view<const T, 2> pos(m.w.position_embeddings.data() + t * C, {r1 - r0, C}, {0, 1});
+      axpy(be, detail::row_range(st.emb, r0, r1), pos);
     }
   }
   layer_norm_forward(be, st.x0, layer_norm_cache<T>{st.emb_mean, st.emb_rstd}, st.emb, m.w.embed_norm.weight,
@@ -477,27 +569,39 @@ void qformer_forward(Be& be, const qformer_model<T>& m, qformer_pass_state<T>& s
     const index_t l = static_cast<index_t>(li);
     const auto& W = m.w.layers[li];
     auto& ls = st.layers[li];
-    const tensor_view<T, 2> x = li == 0 ? st.x0 : st.layers[li - 1].out;  // (L B, C)
-    auto k_own = detail::row_range(ls.k, P * B, S * B);                    // (L B, C)
+    const tensor_view<T, 2> x = li == 0 ? st.x0 : st.layers[li - 1].out;  // (Lp, C)
+    auto k_own = detail::row_range(ls.k, P * B, S * B);                    // (L B, C) padded
     auto v_own = detail::row_range(ls.v, P * B, S * B);
-    // rows this layer computes beyond K/V: all, or [0, R B) in the last layer
-    const index_t rows = li + 1 == NL ? R * B : L * B;
+    // rows this layer computes beyond K/V: all, or positions [0, R) in the last layer
+    const bool last = li + 1 == NL;
+    const index_t rows = last ? st.pos_rows[static_cast<std::size_t>(R)] : Lp;  // packed
+    const index_t prow_q = last ? R * B : L * B;                                // padded query rows
     auto rr = [&](const auto& v) { return detail::row_range(v, 0, rows); };
-    // q, k, v = x Wq, x Wk, x Wv ; the prefix's cached query K/V come first
-    linear_forward(be, rr(ls.q), rr(x), W.self.query.weight, W.self.query.bias);
-    linear_forward(be, k_own, x, W.self.key.weight, W.self.key.bias);
-    linear_forward(be, v_own, x, W.self.value.weight, W.self.value.bias);
+    // q, k, v = x Wq, x Wk, x Wv into the padded layout; the prefix's cached query K/V come first
+    // dst: padded rows to fill; n: the packed rows that map into them (the same rows when not packed)
+    auto project = [&](tensor_view<T, 2> dst, index_t n, const auto& w) {
+      if (!packed) return linear_forward(be, dst, detail::row_range(x, 0, n), w.weight, w.bias);
+      auto tmp = detail::row_range(st.p_rows, 0, n);
+      linear_forward(be, tmp, detail::row_range(x, 0, n), w.weight, w.bias);
+      detail::unpack_rows(dst, detail::as_const(tmp), slot.first(static_cast<std::size_t>(dst.extent(0))));
+    };
+    project(detail::row_range(ls.q, 0, prow_q), rows, W.self.query);
+    project(k_own, Lp, W.self.key);
+    project(v_own, Lp, W.self.value);
     if (P > 0) {
       const auto& pl = in.prefix->layers[li];
       copy(be, detail::row_range(ls.k, 0, P * B), detail::row_range(pl.k, 0, P * B));
       copy(be, detail::row_range(ls.v, 0, P * B), detail::row_range(pl.v, 0, P * B));
     }
-    // ctx = attention(q, k, v) under the pass's mask and the key padding
+    // ctx = attention(q, k, v) under the pass's mask and the key padding (padded layout)
+    auto ctx_padded = packed ? detail::row_range(st.p_ctx, 0, prow_q) : rr(ls.ctx);
     detail::with_self_mask(st, [&](const auto& mask) {
-      attention_forward(be, detail::by_batch(rr(ls.ctx), B), attention_cache<T>{ls.probs},
-                        detail::by_batch(rr(ls.q), B), detail::by_batch(ls.k, B), detail::by_batch(ls.v, B), NH, mask,
-                        st.key_padding, p_attn, detail::site_seed(in.seed, l, detail::self_probs));
+      attention_forward(be, detail::by_batch(ctx_padded, B), attention_cache<T>{ls.probs},
+                        detail::by_batch(detail::row_range(ls.q, 0, prow_q), B), detail::by_batch(ls.k, B),
+                        detail::by_batch(ls.v, B), NH, mask, st.key_padding, p_attn,
+                        detail::site_seed(in.seed, l, detail::self_probs));
     });
+    if (packed) detail::pack_rows(rr(ls.ctx), detail::as_const(ctx_padded), prow);
     // h1 = LayerNorm(dropout(ctx Wd + bd) + x)
     auto sum1 = rr(ls.sum1);
     linear_forward(be, sum1, rr(ls.ctx), W.self.dense.weight, W.self.dense.bias);
@@ -546,6 +650,10 @@ void qformer_forward(Be& be, const qformer_model<T>& m, qformer_pass_state<T>& s
     ffn(W.query, ffn_in_q, 0, Lq * B);
     ffn(W.text, detail::row_range(ls.h1, Lq * B, rows), Lq * B, rows);
   }
+  if (packed) {  // the output in the padded layout, skipped rows (and rows a truncated layer left) 0
+    const tensor_view<T, 2> last = NL ? detail::row_range(st.layers.back().out, 0, st.pos_rows[static_cast<std::size_t>(R)]) : st.x0;
+    detail::unpack_rows(st.out_padded, detail::as_const(last), slot);
+  }
 }
 
 // Backward of a pass given dout (L B, C) = d(st.output()). Parameter gradients accumulate into m.g,
@@ -562,17 +670,25 @@ void qformer_backward(Be& be, qformer_model<T>& m, qformer_pass_state<T>& st, te
   const double p_hidden = in.training ? cfg.hidden_dropout_prob : 0.0;
   const double p_attn = in.training ? cfg.attention_probs_dropout_prob : 0.0;
   const bool gather = Lq > 0 && !in.image_index.empty();
+  const bool packed = st.packed();
+  const index_t Lp = st.Lp;
+  const std::span<const index_t> slot(st.slot), prow(st.packed_rows);
 
-  tensor_view<T, 2> dcur = st.g_out;  // d(output of the current layer)
+  tensor_view<T, 2> dcur = st.g_out;  // d(output of the current layer), packed rows
   tensor_view<T, 2> dnext = st.g_x;   // d(input of the current layer)
-  copy(be, dcur, dout);
+  if (packed)
+    detail::pack_rows(dcur, dout, prow);
+  else
+    copy(be, dcur, dout);
   for (std::size_t li = st.layers.size(); li-- > 0;) {
     const index_t l = static_cast<index_t>(li);
     const auto& W = m.w.layers[li];
     auto& G = m.g.layers[li];
     auto& ls = st.layers[li];
     const tensor_view<T, 2> x = li == 0 ? st.x0 : st.layers[li - 1].out;
-    const index_t rows = li + 1 == NL ? st.R * B : L * B;  // as in forward
+    const bool last = li + 1 == NL;  // as in forward
+    const index_t rows = last ? st.pos_rows[static_cast<std::size_t>(st.R)] : Lp;
+    const index_t prow_q = last ? st.R * B : L * B;
     auto rows_of = [&](const auto& v) { return detail::row_range(v, 0, rows); };
 
     // ---- FFN, query rows then text rows ----
@@ -648,7 +764,7 @@ void qformer_backward(Be& be, qformer_model<T>& m, qformer_pass_state<T>& st, te
                         rows_of(ls.sum1), W.self.norm.weight, layer_norm_cache<T>{rows_of(ls.mean1), rows_of(ls.rstd1)});
     // sum1 = dropout(ctx Wd + bd) + x: the residual gives d(x) its first term (none beyond the rows computed)
     copy(be, rows_of(dnext), rows_of(st.g_sum));
-    if (rows < L * B) detail::zero(detail::row_range(dnext, rows, L * B));
+    if (rows < Lp) detail::zero(detail::row_range(dnext, rows, Lp));
     tensor_view<T, 2> ddense = rows_of(st.g_sum);
     if (p_hidden > 0) {
       dropout_backward(be, rows_of(st.g_tmp), ddense, p_hidden, detail::site_seed(in.seed, l, detail::self_out));
@@ -657,11 +773,17 @@ void qformer_backward(Be& be, qformer_model<T>& m, qformer_pass_state<T>& st, te
     // ctx Wd + bd  (dcur is free again: it becomes d(ctx))
     linear_backward(be, rows_of(dcur), G.self.dense.weight, G.self.dense.bias, ddense, rows_of(ls.ctx),
                     W.self.dense.weight);
-    // ctx = attention(q, k, v)
+    // ctx = attention(q, k, v), in the padded layout
+    auto dctx = rows_of(dcur);
+    if (packed) {
+      dctx = detail::row_range(st.p_ctx, 0, prow_q);
+      detail::unpack_rows(dctx, detail::as_const(rows_of(dcur)), slot.first(static_cast<std::size_t>(prow_q)));
+    }
+    auto g_q = detail::row_range(st.g_q, 0, prow_q);
     detail::with_self_mask(st, [&](const auto& mask) {
-      attention_backward(be, detail::by_batch(rows_of(st.g_q), B), detail::by_batch(st.g_k, B),
-                         detail::by_batch(st.g_v, B), detail::by_batch(rows_of(dcur), B),
-                         detail::by_batch(rows_of(ls.q), B), detail::by_batch(ls.k, B),
+      attention_backward(be, detail::by_batch(g_q, B), detail::by_batch(st.g_k, B),
+                         detail::by_batch(st.g_v, B), detail::by_batch(dctx, B),
+                         detail::by_batch(detail::row_range(ls.q, 0, prow_q), B), detail::by_batch(ls.k, B),
                          detail::by_batch(ls.v, B), attention_cache<T>{ls.probs}, NH, mask, st.key_padding, p_attn,
                          detail::site_seed(in.seed, l, detail::self_probs));
     });
@@ -678,12 +800,19 @@ void qformer_backward(Be& be, qformer_model<T>& m, qformer_pass_state<T>& st, te
       axpy(be, detail::row_range(dk_own, 0, Lq * B), ls.dk_extra);
       axpy(be, detail::row_range(dv_own, 0, Lq * B), ls.dv_extra);
     }
-    // q, k, v = x Wq + bq, x Wk + bk, x Wv + bv
-    linear_backward(be, rows_of(dnext), G.self.query.weight, G.self.query.bias, rows_of(st.g_q), rows_of(x),
+    // q, k, v = x Wq + bq, x Wk + bk, x Wv + bv (their gradients packed first)
+    tensor_view<T, 2> dq_rows = g_q, dk_rows = dk_own, dv_rows = dv_own;
+    if (packed) {
+      dq_rows = rows_of(st.g_pq), dk_rows = st.g_pk, dv_rows = st.g_pv;
+      detail::pack_rows(dq_rows, detail::as_const(g_q), prow);
+      detail::pack_rows(dk_rows, detail::as_const(dk_own), prow);
+      detail::pack_rows(dv_rows, detail::as_const(dv_own), prow);
+    }
+    linear_backward(be, rows_of(dnext), G.self.query.weight, G.self.query.bias, dq_rows, rows_of(x),
                     W.self.query.weight, grad_write::accumulate);
-    linear_backward(be, dnext, G.self.key.weight, G.self.key.bias, dk_own, x, W.self.key.weight,
+    linear_backward(be, dnext, G.self.key.weight, G.self.key.bias, dk_rows, x, W.self.key.weight,
                     grad_write::accumulate);
-    linear_backward(be, dnext, G.self.value.weight, G.self.value.bias, dv_own, x, W.self.value.weight,
+    linear_backward(be, dnext, G.self.value.weight, G.self.value.bias, dv_rows, x, W.self.value.weight,
                     grad_write::accumulate);
     std::swap(dcur, dnext);  // d(x) is the previous layer's d(out)
   }
@@ -697,19 +826,25 @@ void qformer_backward(Be& be, qformer_model<T>& m, qformer_pass_state<T>& st, te
   }
   layer_norm_backward(be, st.g_sum, m.g.embed_norm.weight, m.g.embed_norm.bias, dx0, st.emb, m.w.embed_norm.weight,
                       layer_norm_cache<T>{st.emb_mean, st.emb_rstd});
-  const index_t C = cfg.hidden_size;
+  // Row r of the embeddings reads row pos[r] of a table (query_tokens for the query rows, the position
+  // embeddings for the text rows): the table's gradient is an embedding backward over those indices,
+  // one call each (rows of one position summed in row order).
+  std::vector<index_t> pos(static_cast<std::size_t>(Lp));
+  for (index_t p = 0; p < L; ++p)
+    for (index_t r = st.pos_rows[static_cast<std::size_t>(p)]; r < st.pos_rows[static_cast<std::size_t>(p + 1)]; ++r)
+      pos[static_cast<std::size_t>(r)] = p < Lq ? p : p - Lq;
   // emb query rows = query_tokens[q] for every b
-  for (index_t b = 0; b < B && Lq > 0; ++b)
-    axpy(be, tensor_view<T, 2>(m.g.query_tokens.data(), {Lq, C}),
-         tensor_view<const T, 2>(st.g_sum.data() + b * C, {Lq, C}, {B * C, 1}));
+  if (Lq > 0)
+    embedding_backward(be, tensor_view<T, 2>(m.g.query_tokens.data(), {Lq, cfg.hidden_size}),
+                       detail::as_const(detail::row_range(st.g_sum, 0, Lq * B)),
+                       tensor_view<const index_t, 1>(pos.data(), {Lq * B}));
   if (Tn > 0) {
     // emb text rows = word_emb[ids] + pos_emb[t]
-    const tensor_view<const index_t, 1> ids(st.ids.data(), {Tn * B});
-    auto dtext = detail::row_range(st.g_sum, Lq * B, L * B);  // (T B, C)
+    const tensor_view<const index_t, 1> ids(st.ids.data(), {Lp - Lq * B});
+    auto dtext = detail::as_const(detail::row_range(st.g_sum, Lq * B, Lp));  // (packed text rows, C)
     embedding_backward(be, m.g.word_embeddings, dtext, ids, cfg.pad_token_id ? *cfg.pad_token_id : index_t{-1});
-    for (index_t b = 0; b < B; ++b)
-      axpy(be, tensor_view<T, 2>(m.g.position_embeddings.data(), {Tn, C}),
-           tensor_view<const T, 2>(dtext.data() + b * C, {Tn, C}, {B * C, 1}));
+    embedding_backward(be, m.g.position_embeddings, dtext,
+                       tensor_view<const index_t, 1>(pos.data() + Lq * B, {Lp - Lq * B}));
   }
 }
 

@@ -146,6 +146,7 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
     tp.training = opt.training;
     tp.seed = detail::stage1_seed(opt.seed, 2);
     tp.output_positions = 1;  // ITC reads [CLS] only
+    tp.skip_padding = true;   // nor the padding rows
     qformer_forward(be, m, st.text_pass, tp);
     projection_forward(be, st.text_proj, m.w.text_projection, detail::as_const(detail::row_range(st.text_pass.output(), 0, B)));
     itc_options<T> io;
@@ -206,6 +207,7 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
     jp.training = opt.training;
     jp.seed = detail::stage1_seed(opt.seed, 4);
     jp.output_positions = Q;  // the ITM head reads the query rows only
+    jp.skip_padding = true;
     qformer_forward(be, m, st.itm_pass, jp);
     itm_head_forward(be, st.itm_head, m.w.itm_head, detail::as_const(detail::row_range(st.itm_pass.output(), 0, Q * 3 * B)),
                      3 * B);
@@ -224,6 +226,13 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
     gp.prefix = &st.image_pass;
     gp.training = opt.training;
     gp.seed = detail::stage1_seed(opt.seed, 5);
+    // padding rows can be skipped when nothing reads them: row t predicts label t + 1, so every masked
+    // position t must be the last or be followed by an ignored label (true for LAVIS's suffix padding)
+    gp.skip_padding = true;
+    for (index_t b = 0; b < B && batch.attention_mask.data(); ++b)
+      for (index_t t = 0; t + 1 < Tn; ++t)
+        if (batch.attention_mask(b, t) == 0 && st.labels[static_cast<std::size_t>(b * Tn + t + 1)] != -100)  // itg_decoder_inputs' ignore_index
+          gp.skip_padding = false;
     qformer_forward(be, m, st.itg_pass, gp);
     itg_forward(be, tensor_view<T, 1>(st.losses.data() + 2, {1}), st.itg, m.w.lm_head, m.w.word_embeddings,
                 detail::as_const(st.itg_pass.output()), tensor_view<const index_t, 2>(st.labels.data(), {B, Tn}),
