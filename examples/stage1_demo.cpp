@@ -22,9 +22,10 @@
 //     position-, colour- or size-swapped twin, so ITC sees the hard negatives the evaluation has.
 //   - ITG at weight 3: ITG is what teaches the binding of attributes to objects (the README's ablation),
 //     and position (which object is left) is learned last, at a step that varies with the seed and with
-//     the float rounding of the kernels. Two threads, 3000 steps, seeds 1-5: at weight 3 four of five
-//     reach R@1 >= 0.9 both ways (0.93-0.99; seed 4 0.84 / 0.87); at weight 2 seeds 2 and 3 stayed at
-//     0.62 and 0.32 / 0.51; at weight 1 seed 1 ended with position binding at chance (R@1 0.54).
+//     the float rounding of the kernels. Two threads, 3000 steps, seeds 1-5: at weight 3 three of five
+//     reach R@1 >= 0.9 both ways (0.92-0.999; seeds 3 and 4 0.88-0.90, shapes confused, binding learned;
+//     with the previous kernels four of five); at weight 2 seeds 2 and 3 stayed at 0.62 and 0.32 / 0.51;
+//     at weight 1 seed 1 ended with position binding at chance (R@1 0.54).
 //   - ITC without label smoothing (BLIP-2 uses 0.1): with 48 pairs a batch, smoothing caps how sharply ITC
 //     can prefer the right twin; ITG keeps BLIP-2's 0.1.
 //   - ITM on every 2nd step with weight 2 (the same total weight, half of its joint passes over 3B
