@@ -183,7 +183,8 @@ inline std::vector<run_result> run_case(const op_case& cs, long perturb_output =
   run_one("onednn", [&](io<float>& x) { cs.run_onednn(ob, x); });
   if (cs.op.rfind("attention", 0) == 0) {
     // attention has two oneDNN-backend kernels (fused for small heads, batched primitives otherwise):
-    // every case runs through both, whichever the automatic choice takes
+    // every case runs through both, whichever the automatic choice takes, and the fused one also as
+    // compiled for CPUs without AVX2 (this CPU would otherwise always take the AVX2 build)
     auto with = [](onednn_backend::attention_kernels k) {
       onednn_backend be;
       be.set_attention(k);
@@ -191,8 +192,10 @@ inline std::vector<run_result> run_case(const op_case& cs, long perturb_output =
     };
     static onednn_backend primitives = with(onednn_backend::attention_kernels::primitives);
     static onednn_backend fused = with(onednn_backend::attention_kernels::fused);
+    static onednn_backend baseline = with(onednn_backend::attention_kernels::fused_baseline);
     run_one("onednn-primitives", [&](io<float>& x) { cs.run_onednn(primitives, x); });
     run_one("onednn-fused", [&](io<float>& x) { cs.run_onednn(fused, x); });
+    run_one("onednn-fused-baseline", [&](io<float>& x) { cs.run_onednn(baseline, x); });
   }
 #endif
   return results;

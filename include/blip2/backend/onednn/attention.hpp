@@ -41,7 +41,7 @@ template <class... Views>
 bool run_fused(const onednn_backend& be, index_t T, index_t S, index_t HS, const Views&... v) {
   using k = onednn_backend::attention_kernels;
   if (be.attention() == k::primitives || !fused_attention_fits(v...)) return false;
-  return be.attention() == k::fused || fused_attention_preferred(T, S, HS);
+  return be.attention() == k::fused || be.attention() == k::fused_baseline || fused_attention_preferred(T, S, HS);
 }
 
 }  // namespace onednn_detail
@@ -140,7 +140,8 @@ struct kernel<onednn_backend, op::attention_forward> {
         return;  // S == 0 (or nothing at all): no oneDNN shape; the reference writes the zeros
       }
       if (run_fused(be, T_, S, HS, out, q, k, v)) {
-        fused_attention_forward(out, probs, q, k, v, NH, mask, key_padding, dropout_p, seed);
+        fused_attention_forward(out, probs, q, k, v, NH, mask, key_padding, dropout_p, seed,
+                                be.attention() != onednn_backend::attention_kernels::fused_baseline);
         return;
       }
       const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
@@ -205,7 +206,8 @@ struct kernel<onednn_backend, op::attention_backward> {
         return;
       }
       if (run_fused(be, T_, S, HS, dq, dk, dv, dout, q, k, v)) {
-        fused_attention_backward(dq, dk, dv, dout, q, k, v, probs, NH, dropout_p, seed, mode);
+        fused_attention_backward(dq, dk, dv, dout, q, k, v, probs, NH, dropout_p, seed, mode,
+                                 be.attention() != onednn_backend::attention_kernels::fused_baseline);
         return;
       }
       const float scale = 1.0f / std::sqrt(static_cast<float>(HS));

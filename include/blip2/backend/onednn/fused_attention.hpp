@@ -328,11 +328,11 @@ template <class Mask>
 void fused_attention_forward(tensor_view<float, 3> out, tensor_view<float, 4> probs, tensor_view<const float, 3> q,
                              tensor_view<const float, 3> k, tensor_view<const float, 3> v, index_t NH,
                              const Mask& mask, tensor_view<const float, 2> key_padding, double dropout_p,
-                             std::uint64_t seed) {
+                             std::uint64_t seed, bool allow_avx2 = true) {
   const index_t T = q.extent(1), S = k.extent(1), HS = q.extent(2) / NH;
   fused_attention_args a{rows_of(q), rows_of(k), rows_of(v), rows_of(out), {}, {}, {}, {}, probs.data(), NH, T, S, HS,
                          1.0f / std::sqrt(static_cast<float>(HS)), dropout_p, seed, true};
-  const bool avx2 = cpu_has_avx2_fma();
+  const bool avx2 = allow_avx2 && cpu_has_avx2_fma();
   with_head_size(HS, [&](auto n) {
     constexpr index_t N = decltype(n)::value;
     for_each_head(q.extent(0) * NH, 2 * S * HS + HS + S, [&](index_t i, float* buf) {
@@ -349,12 +349,12 @@ inline void fused_attention_backward(tensor_view<float, 3> dq, tensor_view<float
                                      tensor_view<const float, 3> dout, tensor_view<const float, 3> q,
                                      tensor_view<const float, 3> k, tensor_view<const float, 3> v,
                                      tensor_view<const float, 4> probs, index_t NH, double dropout_p,
-                                     std::uint64_t seed, grad_write mode) {
+                                     std::uint64_t seed, grad_write mode, bool allow_avx2 = true) {
   const index_t T = q.extent(1), S = k.extent(1), HS = q.extent(2) / NH;
   fused_attention_args a{rows_of(q), rows_of(k), rows_of(v), {}, rows_of(dout), rows_of(dq), rows_of(dk), rows_of(dv),
                          const_cast<float*>(probs.data()), NH, T, S, HS, 1.0f / std::sqrt(static_cast<float>(HS)),
                          dropout_p, seed, mode == grad_write::assign};
-  const bool avx2 = cpu_has_avx2_fma();
+  const bool avx2 = allow_avx2 && cpu_has_avx2_fma();
   with_head_size(HS, [&](auto n) {
     constexpr index_t N = decltype(n)::value;
     for_each_head(q.extent(0) * NH, 2 * (T + S) * HS + 2 * T * S + HS, [&](index_t i, float* buf) {

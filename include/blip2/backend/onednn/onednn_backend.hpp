@@ -44,8 +44,11 @@ class onednn_backend {
   void set_split(bool on) { split_ = on; }
   // Which attention kernels run (attention.hpp): automatic (fused_attention.hpp's one pass per head for
   // small heads, oneDNN's batched primitives otherwise), or always one of the two where it applies.
-  // The environment variable BLIP2_ONEDNN_ATTENTION=auto|fused|primitives sets the default.
-  enum class attention_kernels { automatic, fused, primitives };
+  // fused_baseline is the fused kernel as compiled for any x86-64 (no AVX2/FMA), which is what CPUs
+  // without AVX2 run: for testing that path on an AVX2 machine, and for results that do not depend on
+  // whether the CPU fuses multiply-adds.
+  // The environment variable BLIP2_ONEDNN_ATTENTION=auto|fused|fused-baseline|primitives sets the default.
+  enum class attention_kernels { automatic, fused, fused_baseline, primitives };
   attention_kernels attention() const { return attention_; }
   void set_attention(attention_kernels k) { attention_ = k; }
   // The threads a kernel may split its work over: OpenMP's team size when split() is on; 1 when it is
@@ -110,9 +113,11 @@ class onednn_backend {
   static attention_kernels attention_default() {
     const char* e = std::getenv("BLIP2_ONEDNN_ATTENTION");
     if (e && std::strcmp(e, "fused") == 0) return attention_kernels::fused;
+    if (e && std::strcmp(e, "fused-baseline") == 0) return attention_kernels::fused_baseline;
     if (e && std::strcmp(e, "primitives") == 0) return attention_kernels::primitives;
     if (e && *e && std::strcmp(e, "auto") != 0)
-      throw backend_error(std::string("onednn: BLIP2_ONEDNN_ATTENTION is '") + e + "', expected auto, fused or primitives");
+      throw backend_error(std::string("onednn: BLIP2_ONEDNN_ATTENTION is '") + e +
+                          "', expected auto, fused, fused-baseline or primitives");
     return attention_kernels::automatic;
   }
 };
