@@ -272,7 +272,6 @@ struct qformer_pass_state {
   index_t R = 0;                         // positions the last layer computes (L unless output_positions)
   index_t Lp = 0;                        // packed rows (L B unless padding is skipped)
   std::vector<index_t> packed_rows;      // (Lp) padded row of each packed row; empty: packed == padded
-  std::vector<index_t> slot;             // (L B) packed row of each padded row, -1 if skipped; empty as above
   std::vector<index_t> pos_rows;         // (L + 1) packed rows before position p (p B when not packed)
   std::vector<index_t> ids;              // text ids of the packed text rows, sequence-major
   tensor_view<T, 2> key_padding;         // (B, S): 1 keep, 0 pad
@@ -305,27 +304,19 @@ template <class T>
 void zero(const tensor_view<T, 2>& v) {
   std::fill(v.data(), v.data() + v.size(), T{});
 }
-// packed rows -> padded layout: padded row r = packed row slot[r], or 0 where slot[r] is -1 or >= the
-// packed rows given (rows a truncated last layer did not compute)
-template <class T>
-void unpack_rows(const tensor_view<T, 2>& padded, const tensor_view<const T, 2>& packed, std::span<const index_t> slot) {
-  const index_t C = padded.extent(1), n = packed.extent(0);
-  for (index_t r = 0; r < padded.extent(0); ++r) {
-    const index_t i = slot[static_cast<std::size_t>(r)];
-    T* dst = padded.data() + r * padded.stride(0);
-    if (i >= 0 && i < n)
-      std::copy_n(packed.data() + i * packed.stride(0), C, dst);
-    else
-      std::fill_n(dst, C, T{});
-  }
+// packed rows -> padded layout: row rows[i] of padded = row i of packed, every other row 0 (a skipped
+// row, or one a truncated last layer did not compute): a scatter, embedding_backward into zeros
+template <class Be, class T>
+void unpack_rows(Be& be, const tensor_view<T, 2>& padded, const tensor_view<const T, 2>& packed,
+                 std::span<const index_t> rows) {
+  zero(padded);
+  embedding_backward(be, padded, packed, tensor_view<const index_t, 1>(rows.data(), {packed.extent(0)}));
 }
-// padded layout -> packed rows: packed row i = padded row rows[i]
-template <class T>
-void pack_rows(const tensor_view<T, 2>& packed, const tensor_view<const T, 2>& padded, std::span<const index_t> rows) {
-  const index_t C = packed.extent(1);
-  for (index_t i = 0; i < packed.extent(0); ++i)
-    std::copy_n(padded.data() + rows[static_cast<std::size_t>(i)] * padded.stride(0), C,
-                packed.data() + i * packed.stride(0));
+// padded layout -> packed rows: row i of packed = row rows[i] of padded, a gather (embedding_forward)
+template <class Be, class T>
+void pack_rows(Be& be, const tensor_view<T, 2>& packed, const tensor_view<const T, 2>& padded,
+               std::span<const index_t> rows) {
+  embedding_forward(be, packed, tensor_view<const index_t, 1>(rows.data(), {packed.extent(0)}), padded);
 }
 // rows [r0, r1) of a (R, X) view
 template <class T>
@@ -412,23 +403,8 @@ void qformer_forward(Be& be, const qformer_model<T>& m, qformer_pass_state<T>& s
   st.in = in;
   st.B = B, st.Lq = Lq, st.T_text = Tn, st.L = L, st.P = P, st.S = S, st.N = N, st.R = R;
 
-  // ---- which rows are computed: key padding (B, S), then the packed rows ----
-  // prefix and query keys are always kept; text key s of element b as its attention_mask says
-  std::vector<T> keep_key(static_cast<std::size_t>(B * S));
-  for (index_t b = 0; b < B; ++b)
-    for (index_t s = 0; s < S; ++s) {
-      const index_t t = s - P - Lq;  // text position of key s
-      T keep = 1;
-      if (t >= 0 && in.attention_mask.data()) {
-        const index_t mval = in.attention_mask(b, t);
-        BLIP2_CHECK(mval == 0 || mval == 1, value_error, op, ": attention_mask(", b, ", ", t, ") = ", mval,
-                    " must be 0 or 1");
-        keep = static_cast<T>(mval);
-      }
-      keep_key[static_cast<std::size_t>(b * S + s)] = keep;
-    }
+  // ---- which rows are computed: the packed rows (attention_mask values are checked below) ----
   st.packed_rows.clear();
-  st.slot.clear();
   st.pos_rows.resize(static_cast<std::size_t>(L + 1));
   if (in.skip_padding && Tn > 0 && in.attention_mask.data()) {
     // an element with no key left to attend to keeps every row (see the header)
@@ -438,19 +414,13 @@ void qformer_forward(Be& be, const qformer_model<T>& m, qformer_pass_state<T>& s
       for (index_t t = 0; t < Tn && !any; ++t) any = in.attention_mask(b, t) == 1;
       keep_all[static_cast<std::size_t>(b)] = !any;
     }
-    st.slot.assign(static_cast<std::size_t>(L * B), -1);
     for (index_t p = 0; p < L; ++p) {
       st.pos_rows[static_cast<std::size_t>(p)] = static_cast<index_t>(st.packed_rows.size());
       for (index_t b = 0; b < B; ++b)
-        if (p < Lq || keep_all[static_cast<std::size_t>(b)] || in.attention_mask(b, p - Lq) == 1) {
-          st.slot[static_cast<std::size_t>(p * B + b)] = static_cast<index_t>(st.packed_rows.size());
+        if (p < Lq || keep_all[static_cast<std::size_t>(b)] || in.attention_mask(b, p - Lq) == 1)
           st.packed_rows.push_back(p * B + b);
-        }
     }
-    if (static_cast<index_t>(st.packed_rows.size()) == L * B) {  // nothing to skip
-      st.packed_rows.clear();
-      st.slot.clear();
-    }
+    if (static_cast<index_t>(st.packed_rows.size()) == L * B) st.packed_rows.clear();  // nothing to skip
   }
   const bool packed = st.packed();
   if (!packed)
@@ -528,8 +498,21 @@ void qformer_forward(Be& be, const qformer_model<T>& m, qformer_pass_state<T>& s
       std::fill(ls.dk_extra.data(), ls.dk_extra.data() + ls.dk_extra.size(), T{});
       std::fill(ls.dv_extra.data(), ls.dv_extra.data() + ls.dv_extra.size(), T{});
     }
-  std::copy(keep_key.begin(), keep_key.end(), st.key_padding.data());
-  const std::span<const index_t> slot(st.slot), prow(st.packed_rows);
+  const std::span<const index_t> prow(st.packed_rows);
+
+  // ---- key padding (B, S): prefix and query keys are always kept ----
+  for (index_t b = 0; b < B; ++b)
+    for (index_t s = 0; s < S; ++s) {
+      const index_t t = s - P - Lq;  // text position of key s
+      T keep = 1;
+      if (t >= 0 && in.attention_mask.data()) {
+        const index_t mval = in.attention_mask(b, t);
+        BLIP2_CHECK(mval == 0 || mval == 1, value_error, op, ": attention_mask(", b, ", ", t, ") = ", mval,
+                    " must be 0 or 1");
+        keep = static_cast<T>(mval);
+      }
+      st.key_padding(b, s) = keep;
+    }
 
   // ---- embeddings: x0 = dropout(LayerNorm([query_tokens ; word_emb[ids] + pos_emb])), packed rows ----
   const double p_hidden = in.training ? cfg.hidden_dropout_prob : 0.0;
@@ -540,16 +523,18 @@ void qformer_forward(Be& be, const qformer_model<T>& m, qformer_pass_state<T>& s
     copy(be, tensor_view<T, 3>(st.emb.data(), {Lq, B, C}), qt);
   }
   if (Tn > 0) {
-    const index_t first = Lq * B;  // packed text rows [first, Lp)
-    st.ids.resize(static_cast<std::size_t>(Lp - first));
-    for (index_t t = 0; t < Tn; ++t)
+    for (index_t t = 0; t < Tn; ++t)  // every id, skipped rows' too: embedding_forward would name a packed row
       for (index_t b = 0; b < B; ++b) {
-        const index_t id = in.input_ids(b, t);  // checked here: embedding_forward would name a sequence-major row
+        const index_t id = in.input_ids(b, t);
         BLIP2_CHECK(id >= 0 && id < cfg.vocab_size, value_error, op, ": input_ids(", b, ", ", t, ") = ", id,
                     " is outside the vocabulary [0, vocab_size = ", cfg.vocab_size, ")");
-        const index_t r = packed ? st.slot[static_cast<std::size_t>((Lq + t) * B + b)] : (Lq + t) * B + b;
-        if (r >= 0) st.ids[static_cast<std::size_t>(r - first)] = id;
       }
+    const index_t first = Lq * B;  // packed text rows [first, Lp)
+    st.ids.resize(static_cast<std::size_t>(Lp - first));
+    for (index_t i = first; i < Lp; ++i) {
+      const index_t r = packed ? prow[static_cast<std::size_t>(i)] : i;  // padded row (Lq + t) B + b
+      st.ids[static_cast<std::size_t>(i - first)] = in.input_ids(r % B, r / B - Lq);
+    }
     const tensor_view<const index_t, 1> ids(st.ids.data(), {Lp - first});
     auto text_rows = detail::row_range(st.emb, first, Lp);
     embedding_forward(be, text_rows, ids, m.w.word_embeddings);
@@ -583,7 +568,7 @@ void qformer_forward(Be& be, const qformer_model<T>& m, qformer_pass_state<T>& s
       if (!packed) return linear_forward(be, dst, detail::row_range(x, 0, n), w.weight, w.bias);
       auto tmp = detail::row_range(st.p_rows, 0, n);
       linear_forward(be, tmp, detail::row_range(x, 0, n), w.weight, w.bias);
-      detail::unpack_rows(dst, detail::as_const(tmp), slot.first(static_cast<std::size_t>(dst.extent(0))));
+      detail::unpack_rows(be, dst, detail::as_const(tmp), prow);
     };
     project(detail::row_range(ls.q, 0, prow_q), rows, W.self.query);
     project(k_own, Lp, W.self.key);
@@ -601,7 +586,7 @@ void qformer_forward(Be& be, const qformer_model<T>& m, qformer_pass_state<T>& s
                         detail::by_batch(ls.v, B), NH, mask, st.key_padding, p_attn,
                         detail::site_seed(in.seed, l, detail::self_probs));
     });
-    if (packed) detail::pack_rows(rr(ls.ctx), detail::as_const(ctx_padded), prow);
+    if (packed) detail::pack_rows(be, rr(ls.ctx), detail::as_const(ctx_padded), prow);
     // h1 = LayerNorm(dropout(ctx Wd + bd) + x)
     auto sum1 = rr(ls.sum1);
     linear_forward(be, sum1, rr(ls.ctx), W.self.dense.weight, W.self.dense.bias);
@@ -652,7 +637,7 @@ void qformer_forward(Be& be, const qformer_model<T>& m, qformer_pass_state<T>& s
   }
   if (packed) {  // the output in the padded layout, skipped rows (and rows a truncated layer left) 0
     const tensor_view<T, 2> last = NL ? detail::row_range(st.layers.back().out, 0, st.pos_rows[static_cast<std::size_t>(R)]) : st.x0;
-    detail::unpack_rows(st.out_padded, detail::as_const(last), slot);
+    detail::unpack_rows(be, st.out_padded, detail::as_const(last), prow);
   }
 }
 
@@ -672,12 +657,12 @@ void qformer_backward(Be& be, qformer_model<T>& m, qformer_pass_state<T>& st, te
   const bool gather = Lq > 0 && !in.image_index.empty();
   const bool packed = st.packed();
   const index_t Lp = st.Lp;
-  const std::span<const index_t> slot(st.slot), prow(st.packed_rows);
+  const std::span<const index_t> prow(st.packed_rows);
 
   tensor_view<T, 2> dcur = st.g_out;  // d(output of the current layer), packed rows
   tensor_view<T, 2> dnext = st.g_x;   // d(input of the current layer)
   if (packed)
-    detail::pack_rows(dcur, dout, prow);
+    detail::pack_rows(be, dcur, dout, prow);
   else
     copy(be, dcur, dout);
   for (std::size_t li = st.layers.size(); li-- > 0;) {
@@ -777,7 +762,7 @@ void qformer_backward(Be& be, qformer_model<T>& m, qformer_pass_state<T>& st, te
     auto dctx = rows_of(dcur);
     if (packed) {
       dctx = detail::row_range(st.p_ctx, 0, prow_q);
-      detail::unpack_rows(dctx, detail::as_const(rows_of(dcur)), slot.first(static_cast<std::size_t>(prow_q)));
+      detail::unpack_rows(be, dctx, detail::as_const(rows_of(dcur)), prow);
     }
     auto g_q = detail::row_range(st.g_q, 0, prow_q);
     detail::with_self_mask(st, [&](const auto& mask) {
@@ -804,9 +789,9 @@ void qformer_backward(Be& be, qformer_model<T>& m, qformer_pass_state<T>& st, te
     tensor_view<T, 2> dq_rows = g_q, dk_rows = dk_own, dv_rows = dv_own;
     if (packed) {
       dq_rows = rows_of(st.g_pq), dk_rows = st.g_pk, dv_rows = st.g_pv;
-      detail::pack_rows(dq_rows, detail::as_const(g_q), prow);
-      detail::pack_rows(dk_rows, detail::as_const(dk_own), prow);
-      detail::pack_rows(dv_rows, detail::as_const(dv_own), prow);
+      detail::pack_rows(be, dq_rows, detail::as_const(g_q), prow);
+      detail::pack_rows(be, dk_rows, detail::as_const(dk_own), prow);
+      detail::pack_rows(be, dv_rows, detail::as_const(dv_own), prow);
     }
     linear_backward(be, rows_of(dnext), G.self.query.weight, G.self.query.bias, dq_rows, rows_of(x),
                     W.self.query.weight, grad_write::accumulate);
