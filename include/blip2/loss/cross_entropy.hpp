@@ -44,10 +44,14 @@ inline void check_smoothing(std::string_view op, double eps) {
 }
 }  // namespace detail
 
+// The target that marks a row as not counted unless told otherwise: PyTorch's CrossEntropyLoss default,
+// which LAVIS's labels use for padding.
+inline constexpr index_t default_ignore_index = -100;
+
 template <backend Be, class Loss, class RowLoss, class T, class Logits, class Targets>
 void cross_entropy_forward(Be& be, Loss&& loss, RowLoss&& row_loss,
                            cross_entropy_cache<T, typename Be::memory_space> cache, Logits&& logits,
-                           Targets&& targets, double label_smoothing = 0.0, index_t ignore_index = -100) {
+                           Targets&& targets, double label_smoothing = 0.0, index_t ignore_index = default_ignore_index) {
   constexpr std::string_view op = "cross_entropy_forward";
   auto l = detail::arg_view<Be, 1>(loss);                         // (1)
   auto rl = detail::arg_view<Be, 1>(row_loss);                    // (R)
@@ -75,7 +79,7 @@ void cross_entropy_forward(Be& be, Loss&& loss, RowLoss&& row_loss,
 template <backend Be, class DLogits, class DLoss, class Logits, class Targets, class T>
 void cross_entropy_backward(Be& be, DLogits&& dlogits, DLoss&& dloss, Logits&& logits, Targets&& targets,
                             cross_entropy_cache<T, typename Be::memory_space> cache, double label_smoothing = 0.0,
-                            index_t ignore_index = -100, grad_write mode = grad_write::assign) {
+                            index_t ignore_index = default_ignore_index, grad_write mode = grad_write::assign) {
   constexpr std::string_view op = "cross_entropy_backward";
   auto dz = detail::arg_view<Be, 2>(dlogits);                     // (R, V)
   auto dl = detail::as_const(detail::arg_view<Be, 1>(dloss));     // (1)

@@ -38,7 +38,7 @@ template <class T>
 struct itg_cache {
   index_t B = 0, T_text = 0, C = 0, V = 0;
   double label_smoothing = 0.1;
-  index_t ignore_index = -100;
+  index_t ignore_index = default_ignore_index;
   tensor_view<const T, 2> x;        // (R, C) the predicting text rows (a view of the caller's text_rows)
   tensor_view<index_t, 1> targets;  // (R) targets(t B + b) = labels(b, t + 1)
   tensor_view<T, 2> h1, h2, h3;     // (R, C) dense, GELU, LayerNorm
@@ -57,7 +57,7 @@ struct itg_cache {
 // bos_token_id; labels = decoder_input_ids.masked_fill(decoder_input_ids == pad_token_id, -100).
 template <class Ids, class DecIds, class Labels>
 void itg_decoder_inputs(Ids&& input_ids, index_t dec_token_id, std::optional<index_t> pad_token_id, DecIds&& decoder_ids,
-                        Labels&& labels, index_t ignore_index = -100) {
+                        Labels&& labels, index_t ignore_index = default_ignore_index) {
   constexpr std::string_view op = "itg_decoder_inputs";
   auto in = detail::as_const(view(input_ids));  // (B, T)
   auto dec = view(decoder_ids);                 // (B, T)
@@ -83,7 +83,7 @@ void itg_decoder_inputs(Ids&& input_ids, index_t dec_token_id, std::optional<ind
 template <backend Be, class T, class Loss, class E, class Rows, class Labels>
 void itg_forward(Be& be, Loss&& loss, itg_cache<T>& cache, const lm_head_weights<T>& head, E&& word_embeddings,
                  Rows&& text_rows, Labels&& labels, double layer_norm_eps, double label_smoothing = 0.1,
-                 index_t ignore_index = -100) {
+                 index_t ignore_index = default_ignore_index) {
   constexpr std::string_view op = "itg_forward";
   static_assert(Be::memory_space::host_accessible, "itg_forward: the shifted labels are written on the host");
   auto emb = detail::as_const(detail::arg_view<Be, 2>(word_embeddings));  // (V, C)

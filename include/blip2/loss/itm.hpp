@@ -97,7 +97,7 @@ void itm_backward(Be& be, DLogits&& dlogits, DLoss&& dloss, Logits&& logits, itm
                   grad_write mode = grad_write::assign) {
   BLIP2_CHECK(cache.labels.data() != nullptr, value_error, "itm_backward: the cache is empty; call itm_forward first");
   cross_entropy_backward(be, dlogits, dloss, logits, detail::as_const(cache.labels),
-                         cross_entropy_cache<T>{cache.lse, cache.count}, 0.0, -100, mode);
+                         cross_entropy_cache<T>{cache.lse, cache.count}, 0.0, default_ignore_index, mode);
 }
 
 }  // namespace blip2

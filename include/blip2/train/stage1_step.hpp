@@ -231,7 +231,7 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
     gp.skip_padding = true;
     for (index_t b = 0; b < B && batch.attention_mask.data(); ++b)
       for (index_t t = 0; t + 1 < Tn; ++t)
-        if (batch.attention_mask(b, t) == 0 && st.labels[static_cast<std::size_t>(b * Tn + t + 1)] != -100)  // itg_decoder_inputs' ignore_index
+        if (batch.attention_mask(b, t) == 0 && st.labels[static_cast<std::size_t>(b * Tn + t + 1)] != default_ignore_index)
           gp.skip_padding = false;
     qformer_forward(be, m, st.itg_pass, gp);
     itg_forward(be, tensor_view<T, 1>(st.losses.data() + 2, {1}), st.itg, m.w.lm_head, m.w.word_embeddings,
