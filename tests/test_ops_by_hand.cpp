@@ -1,19 +1,25 @@
-// test_ops_by_hand: small cases of gelu, l2_normalize, row_max, embedding and cross_entropy whose
-// answers are worked out by hand in the comments, and the errors their public functions raise. The
+// test_ops_by_hand: small cases of gelu, l2_normalize, row_max, embedding, cross_entropy and bfloat16
+// rounding whose answers are worked out by hand in the comments, the errors their public functions
+// raise, and the oneDNN linear's bf16 mode against the double reference on rounded inputs. The
 // conformance and finite-difference tests compare implementations with each other; these pin the
 // reference itself to the definitions (PyTorch semantics).
 #include <doctest/doctest.h>
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <string>
 
 #include "blip2/backend/reference/reference_backend.hpp"
+#include "blip2/core/bfloat16.hpp"
 #include "blip2/core/host_tensor.hpp"
+#include "blip2/core/rng.hpp"
 #include "blip2/loss/cross_entropy.hpp"
 #include "blip2/nn/embedding.hpp"
 #include "blip2/nn/gelu.hpp"
 #include "blip2/nn/l2_normalize.hpp"
+#include "blip2/nn/linear.hpp"
 #include "blip2/nn/row_max.hpp"
 #if BLIP2_HAS_ONEDNN
 #include "blip2/backend/onednn/onednn.hpp"
@@ -220,3 +226,102 @@ TEST_CASE("embedding: gather, scatter-add of repeated ids, and an id outside [0,
   ids(1, 0) = -1;
   CHECK_THROWS_AS(embedding_backward(be, dtable, dout, ids), value_error);
 }
+
+TEST_CASE("round_to_bf16: nearest with ties to even, overflow to infinity, NaN and infinities kept") {
+  auto bits = [](float x) { return std::bit_cast<std::uint32_t>(x); };
+  auto of = [](std::uint32_t u) { return std::bit_cast<float>(u); };
+  // bfloat16 keeps the top 16 bits; around 1 its step is 2^-7.
+  CHECK(round_to_bf16(1.0f) == 1.0f);
+  CHECK(round_to_bf16(1.0f + 0x1p-8f) == 1.0f);                      // halfway, 1 is even: down
+  CHECK(round_to_bf16(1.0f + 3 * 0x1p-8f) == 1.0f + 0x1p-6f);        // halfway, 1 + 2^-6 is even: up
+  CHECK(round_to_bf16(1.0f + 0x1p-8f + 0x1p-20f) == 1.0f + 0x1p-7f);  // past halfway: up
+  CHECK(round_to_bf16(-(1.0f + 3 * 0x1p-8f)) == -(1.0f + 0x1p-6f));   // sign-symmetric
+  CHECK(round_to_bf16(0.1f) == of(0x3DCD0000u));                      // 0x3DCCCCCD: past halfway, up
+  CHECK(bits(round_to_bf16(of(0x00018000u))) == 0x00020000u);         // subnormals round the same way
+  CHECK(bits(round_to_bf16(of(0x00008000u))) == 0u);                  // half the smallest: to 0 (even)
+  CHECK(round_to_bf16(of(0x7F7F0000u)) == of(0x7F7F0000u));           // the largest bfloat16 stays
+  CHECK(std::isinf(round_to_bf16(std::numeric_limits<float>::max())));  // past it by more than half a step
+  CHECK(round_to_bf16(-std::numeric_limits<float>::infinity()) == -std::numeric_limits<float>::infinity());
+  const float nan = round_to_bf16(std::numeric_limits<float>::quiet_NaN());
+  CHECK(std::isnan(nan));
+  CHECK(std::isnan(round_to_bf16(of(0x7F80FFFFu))));  // a NaN whose carry would reach the exponent
+  CHECK((bits(nan) & 0xFFFFu) == 0u);
+}
+
+#if BLIP2_HAS_ONEDNN
+namespace {
+// The normalised squared distance sum (a - b)^2 / sum b^2.
+template <class A, class B>
+double nmse(const A& a, const B& b) {
+  double num = 0, den = 0;
+  for (index_t k = 0; k < b.size(); ++k) {
+    const double d = static_cast<double>(a[k]) - static_cast<double>(b[k]);
+    num += d * d;
+    den += static_cast<double>(b[k]) * static_cast<double>(b[k]);
+  }
+  return num / den;
+}
+}  // namespace
+
+TEST_CASE("onednn linear with bf16 inputs: matches the double reference on rounded inputs, not on the float32 ones") {
+  // Oracle: the reference backend in double, fed the inputs rounded to bfloat16 (dbias: from the float32
+  // dout, which is a sum and not a matmul). Tolerance NMSE 1e-10: the products of bfloat16 values are
+  // exact in float32, so what remains is float32 summation over K = 53 terms (relative ~1e-6 at worst,
+  // an NMSE far below 1e-10). The float32 mode must miss the same oracle by much more: rounding an input
+  // to 8 significant bits moves it by up to 2^-9 (RMS ~1e-3), an NMSE of ~1e-6 on the outputs.
+  const index_t R = 37, K = 53, N = 29;
+  std::uint64_t counter = 0;
+  auto fill = [&](auto& t) {
+    for (index_t k = 0; k < t.size(); ++k) t[k] = 2 * uniform_float(7, counter++) - 1;
+  };
+  host_tensor<float, 2> inp({R, K}), weight({N, K}), dout({R, N}), dinp0({R, K}), dweight0({N, K});
+  host_tensor<float, 1> bias({N}), dbias0({N});
+  for (auto* t : {&inp, &weight, &dout, &dinp0, &dweight0}) fill(*t);
+  fill(bias);
+  fill(dbias0);
+  auto widen = [](const auto& t, bool round) {
+    auto d = host_tensor<double, std::remove_cvref_t<decltype(t)>::rank>(t.shape());
+    for (index_t k = 0; k < t.size(); ++k) d[k] = round ? round_to_bf16(t[k]) : t[k];
+    return d;
+  };
+  // the oracle: out, dinp (accumulated onto dinp0), dweight (onto dweight0), dbias (onto dbias0)
+  reference_backend rb;
+  host_tensor<double, 2> out_r({R, N}), dinp_r = widen(dinp0, false), dweight_r = widen(dweight0, false);
+  host_tensor<double, 1> dbias_r = widen(dbias0, false), dbias_unused = widen(dbias0, false);
+  const auto inp_b = widen(inp, true), weight_b = widen(weight, true), dout_b = widen(dout, true);
+  linear_forward(rb, out_r, inp_b, weight_b, widen(bias, false));
+  linear_backward(rb, dinp_r, dweight_r, dbias_unused, dout_b, inp_b, weight_b, grad_write::accumulate);
+  linear_backward(rb, host_tensor<double, 2>({R, K}), host_tensor<double, 2>({N, K}), dbias_r, widen(dout, false),
+                  inp_b, weight_b);
+
+  struct result {
+    host_tensor<float, 2> out, dinp, dweight, out_broadcast_bias;
+    host_tensor<float, 1> dbias;
+  };
+  auto run = [&](onednn_backend::linear_precision p) {
+    onednn_backend be;
+    be.set_linear(p);
+    result r{host_tensor<float, 2>({R, N}), dinp0, dweight0, host_tensor<float, 2>({R, N}), dbias0};
+    linear_forward(be, r.out, inp, weight, bias);
+    linear_backward(be, r.dinp, r.dweight, r.dbias, dout, inp, weight, grad_write::accumulate);
+    // a bias broadcast from one element (stride 0) takes the reference fallback: it must round too
+    linear_forward(be, r.out_broadcast_bias, inp, weight, tensor_view<const float, 1>(bias.view().data(), {N}, {0}));
+    return r;
+  };
+  const result bf = run(onednn_backend::linear_precision::bf16), f32 = run(onednn_backend::linear_precision::f32);
+  CHECK(nmse(bf.out, out_r) <= 1e-10);
+  CHECK(nmse(bf.dinp, dinp_r) <= 1e-10);
+  CHECK(nmse(bf.dweight, dweight_r) <= 1e-10);
+  CHECK(nmse(bf.dbias, dbias_r) <= 1e-12);
+  host_tensor<double, 2> out_bb({R, N});
+  host_tensor<double, 1> bias0({N}, static_cast<double>(bias[0]));
+  linear_forward(rb, out_bb, inp_b, weight_b, bias0);
+  CHECK(nmse(bf.out_broadcast_bias, out_bb) <= 1e-10);
+  // the float32 mode is far from the rounded oracle (so the check above can tell the modes apart)
+  for (double d : {nmse(f32.out, out_r), nmse(f32.dinp, dinp_r), nmse(f32.dweight, dweight_r)}) {
+    CAPTURE(d);
+    CHECK(d >= 1e-8);
+  }
+  CHECK(nmse(f32.dbias, dbias_r) <= 1e-12);  // dbias is the same float32 sum in both modes
+}
+#endif

@@ -4,14 +4,53 @@
 //           weight with swapped strides (no copy).
 // backward: dinp = dout weight (beta 0, or beta 1 to accumulate), dweight += dout^T inp (beta 1: the sum
 //           post-op adds into the gradient), dbias += column sums of dout (a loop).
+// With be.linear() == bf16, the products read dense copies of their inputs rounded to bfloat16
+// (core/bfloat16.hpp), in scratch slots of their own; the bias, dbias (from the float32 dout) and every
+// output stay float32.
 // Dimensions: R rows, K input features, N output features.
 #pragma once
 #include <algorithm>
+#include "blip2/core/bfloat16.hpp"
 #include "blip2/backend/onednn/matmul.hpp"
 #include "blip2/backend/onednn/onednn_backend.hpp"
 #include "blip2/backend/reference/linear.hpp"
 
 namespace blip2 {
+namespace onednn_detail {
+
+// The scratch slots of the rounded copies (other kernels use slots 0 and 1).
+inline constexpr int bf16_slot_a = 10, bf16_slot_b = 11, bf16_slot_c = 12;
+
+// v itself in float32 mode; else a dense copy of v with every element rounded to bfloat16, in scratch
+// slot `slot` (valid until the slot's next use).
+inline tensor_view<const float, 2> linear_input(onednn_backend& be, int slot, tensor_view<const float, 2> v) {
+  if (be.linear() == onednn_backend::linear_precision::f32) return v;
+  const index_t R = v.extent(0), C = v.extent(1);
+  float* d = be.scratch(slot, R * C);
+  BLIP2_OMP_FOR
+  for (index_t r = 0; r < R; ++r)
+    for (index_t c = 0; c < C; ++c) d[r * C + c] = round_to_bf16(v(r, c));
+  return tensor_view<const float, 2>(d, {R, C});
+}
+
+// dbias (N) += sum over rows of dout (R, N), when dbias is given: output features are independent.
+// Blocks of columns, the rows walked in order inside a block (contiguous reads; each column still sums
+// its rows in row order).
+inline void add_column_sums(tensor_view<float, 1> dbias, tensor_view<const float, 2> dout) {
+  if (!dbias.data()) return;
+  const index_t R = dout.extent(0), N = dout.extent(1);
+  constexpr index_t block = 64;
+  BLIP2_OMP_FOR
+  for (index_t n0 = 0; n0 < N; n0 += block) {
+    const index_t nb = std::min(block, N - n0);
+    float acc[block] = {};
+    for (index_t r = 0; r < R; ++r)
+      for (index_t n = 0; n < nb; ++n) acc[n] += dout(r, n0 + n);
+    for (index_t n = 0; n < nb; ++n) dbias(n0 + n) += acc[n];
+  }
+}
+
+}  // namespace onednn_detail
 
 template <>
 struct kernel<onednn_backend, op::linear_forward> {
@@ -20,14 +59,16 @@ struct kernel<onednn_backend, op::linear_forward> {
                   tensor_view<const T, 2> weight, tensor_view<const T, 1> bias) {
     if constexpr (!std::is_same_v<T, float>) {
       reference_fallback<op::linear_forward>::run(be, out, inp, weight, bias);  // double: reference
-    } else if (!onednn_detail::matmul_fits(out, inp, transpose(weight)) ||
-               (bias.data() && bias.extent(0) > 1 && bias.stride(0) <= 0)) {
-      // zero or negative strides inside a matrix, or a broadcast bias: no oneDNN descriptor for them
-      reference_fallback<op::linear_forward>::run(be, out, inp, weight, bias);
     } else {
-      // out (R, N) = inp (R, K) @ weight^T (K, N) + bias (1, N)
-      onednn_detail::run_matmul<2>(be, out, inp, transpose(weight), 1.0f, 0.0f, bias.data(),
-                                   bias.data() ? bias.stride(0) : 1);
+      using namespace onednn_detail;
+      const auto a = linear_input(be, bf16_slot_a, inp), w = linear_input(be, bf16_slot_b, weight);
+      if (!matmul_fits(out, a, transpose(w)) || (bias.data() && bias.extent(0) > 1 && bias.stride(0) <= 0)) {
+        // zero or negative strides inside a matrix, or a broadcast bias: no oneDNN descriptor for them
+        reference_fallback<op::linear_forward>::run(be, out, a, w, bias);
+      } else {
+        // out (R, N) = inp (R, K) @ weight^T (K, N) + bias (1, N)
+        run_matmul<2>(be, out, a, transpose(w), 1.0f, 0.0f, bias.data(), bias.data() ? bias.stride(0) : 1);
+      }
     }
   }
 };
@@ -40,31 +81,23 @@ struct kernel<onednn_backend, op::linear_backward> {
                   grad_write mode) {
     if constexpr (!std::is_same_v<T, float>) {
       reference_fallback<op::linear_backward>::run(be, dinp, dweight, dbias, dout, inp, weight, mode);  // double
-    } else if ((dinp.data() && !onednn_detail::matmul_fits(dinp, dout, weight)) ||
-               !onednn_detail::matmul_fits(dweight, transpose(dout), inp)) {
-      // zero or negative strides inside a matrix: no oneDNN descriptor for them
-      reference_fallback<op::linear_backward>::run(be, dinp, dweight, dbias, dout, inp, weight, mode);
     } else {
-      const index_t R = inp.extent(0), N = weight.extent(0);
+      using namespace onednn_detail;
+      const auto g = linear_input(be, bf16_slot_a, dout), x = linear_input(be, bf16_slot_b, inp);
+      const auto w = dinp.data() ? linear_input(be, bf16_slot_c, weight) : weight;
+      if ((dinp.data() && !matmul_fits(dinp, g, w)) || !matmul_fits(dweight, transpose(g), x)) {
+        // zero or negative strides inside a matrix: no oneDNN descriptor for them (the rounded copies
+        // are dense, but dinp or dweight may not be); dbias from the float32 dout, as below
+        reference_fallback<op::linear_backward>::run(be, dinp, dweight, tensor_view<float, 1>{}, g, x, w, mode);
+        add_column_sums(dbias, dout);
+        return;
+      }
       // forward: out = inp weight^T + bias
       // dinp (R, K) = dout (R, N) @ weight (N, K), assigned (beta 0) or accumulated (beta 1)
-      if (dinp.data())
-        onednn_detail::run_matmul<2>(be, dinp, dout, weight, 1.0f, mode == grad_write::accumulate ? 1.0f : 0.0f);
+      if (dinp.data()) run_matmul<2>(be, dinp, g, w, 1.0f, mode == grad_write::accumulate ? 1.0f : 0.0f);
       // dweight (N, K) += dout^T (N, R) @ inp (R, K)
-      onednn_detail::run_matmul<2>(be, dweight, transpose(dout), inp, 1.0f, 1.0f);
-      // dbias (N) += sum over rows of dout: output features are independent. Blocks of columns, the rows
-      // walked in order inside a block (contiguous reads; each column still sums its rows in row order).
-      if (dbias.data()) {
-        constexpr index_t block = 64;
-        BLIP2_OMP_FOR
-        for (index_t n0 = 0; n0 < N; n0 += block) {
-          const index_t nb = std::min(block, N - n0);
-          float acc[block] = {};
-          for (index_t r = 0; r < R; ++r)
-            for (index_t n = 0; n < nb; ++n) acc[n] += dout(r, n0 + n);
-          for (index_t n = 0; n < nb; ++n) dbias(n0 + n) += acc[n];
-        }
-      }
+      run_matmul<2>(be, dweight, transpose(g), x, 1.0f, 1.0f);
+      add_column_sums(dbias, dout);
     }
   }
 };

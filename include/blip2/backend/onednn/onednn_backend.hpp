@@ -31,7 +31,11 @@ class onednn_backend {
   static constexpr const char* name = "onednn";
 
   onednn_backend()
-      : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_), split_(split_default()), attention_(attention_default()) {}
+      : engine_(dnnl::engine::kind::cpu, 0),
+        stream_(engine_),
+        split_(split_default()),
+        attention_(attention_default()),
+        linear_(linear_default()) {}
 
   dnnl::engine& engine() { return engine_; }
   dnnl::stream& stream() { return stream_; }
@@ -51,6 +55,15 @@ class onednn_backend {
   enum class attention_kernels { automatic, fused, fused_baseline, primitives };
   attention_kernels attention() const { return attention_; }
   void set_attention(attention_kernels k) { attention_ = k; }
+  // The linear layers' matmul inputs (linear.hpp): float32, or bf16: both inputs of each of the three
+  // products (forward, d input, d weight) rounded to bfloat16, products and sums in float32, output and
+  // gradients float32; parameters stay float32 (the optimiser's master copy). That is the numerics of a
+  // bf16 x bf16 -> f32 matmul, for studying what bfloat16 does to training. It runs at float32 speed
+  // plus the rounding copies: oneDNN 2.6 has no bf16 matmul on CPUs without AVX-512 (nn/vision_bf16.hpp).
+  // The environment variable BLIP2_ONEDNN_LINEAR=f32|bf16 sets the default.
+  enum class linear_precision { f32, bf16 };
+  linear_precision linear() const { return linear_; }
+  void set_linear(linear_precision p) { linear_ = p; }
   // The threads a kernel may split its work over: OpenMP's team size when split() is on; 1 when it is
   // off, inside a parallel region, or without OpenMP.
   int split_threads() const {
@@ -99,6 +112,7 @@ class onednn_backend {
   std::vector<dnnl::stream> workers_;
   bool split_;
   attention_kernels attention_;
+  linear_precision linear_;
   std::unordered_map<std::string, dnnl::primitive> cache_;
   std::unordered_map<int, std::vector<float>> scratch_;
 
@@ -119,6 +133,13 @@ class onednn_backend {
       throw backend_error(std::string("onednn: BLIP2_ONEDNN_ATTENTION is '") + e +
                           "', expected auto, fused, fused-baseline or primitives");
     return attention_kernels::automatic;
+  }
+  static linear_precision linear_default() {
+    const char* e = std::getenv("BLIP2_ONEDNN_LINEAR");
+    if (e && std::strcmp(e, "bf16") == 0) return linear_precision::bf16;
+    if (e && *e && std::strcmp(e, "f32") != 0)
+      throw backend_error(std::string("onednn: BLIP2_ONEDNN_LINEAR is '") + e + "', expected f32 or bf16");
+    return linear_precision::f32;
   }
 };
 
