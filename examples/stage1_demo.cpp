@@ -76,6 +76,7 @@ struct options {
   std::string out = "stage1_demo_out";
   std::uint64_t seed = 1;
   bool onednn = true;
+  std::string linear;  // the oneDNN backend's linear inputs: f32 | bf16 (rounded, f32 sums); "": its default
   // model
   index_t hidden = 64, layers = 2, heads = 4, ffn = 128, queries = 4, proj = 64, cross_every = 1;
   double temp = 0.07, temp_min = 0.0;  // temp is clamped to >= temp_min after every update (CLIP-style)
@@ -100,7 +101,7 @@ struct options {
 
 constexpr const char* usage_text =
     "usage: stage1_demo [--objectives itc|itc,itm|itc,itm,itg] [--steps N] [--batch B] [--eval N] [--rerank-k K]\n"
-    "                   [--out DIR] [--seed S] [--backend onednn|reference]\n"
+    "                   [--out DIR] [--seed S] [--backend onednn|reference] [--linear f32|bf16]\n"
     "  model:     [--hidden C] [--layers L] [--heads H] [--ffn F] [--queries Q] [--proj D] [--cross-every K]\n"
     "             [--temp T] [--temp-min T] [--init STD] [--pos-init STD] [--word-init STD] [--query-init STD]\n"
     "  optimiser: [--lr X] [--min-lr X] [--warmup N] [--wd X] [--clip X]\n"
@@ -160,6 +161,9 @@ options parse(int argc, char** argv) {
       const auto b = value();
       if (b != "onednn" && b != "reference") usage("--backend must be onednn or reference");
       o.onednn = b == "onednn";
+    } else if (a == "--linear") {
+      o.linear = value();
+      if (o.linear != "f32" && o.linear != "bf16") usage("--linear must be f32 or bf16");
     } else if (a == "--hidden") integer(o.hidden);
     else if (a == "--layers") integer(o.layers);
     else if (a == "--heads") integer(o.heads);
@@ -211,6 +215,7 @@ options parse(int argc, char** argv) {
   if (o.swap_pairs < 0 || o.swap_pairs > 1) usage("--swap-pairs must be in [0, 1]");
   o.weights.itm *= o.itm_weight;
   o.weights.itg *= o.itg_weight;
+  if (!o.onednn && o.linear == "bf16") usage("--linear bf16 needs --backend onednn");
   return o;
 }
 
@@ -339,11 +344,11 @@ int run(Be& be, const options& o) {
   warmup_cosine_schedule lr{.base_lr = o.lr, .min_lr = o.min_lr, .warmup_start_lr = std::min(o.min_lr, o.lr),
                             .warmup_steps = std::min<index_t>(o.warmup, o.steps / 5), .total_steps = o.steps};
   std::printf("model: Q-Former %lld layers, hidden %lld, %lld queries, %lld parameters; objectives %s; "
-              "batch %lld, %lld steps, backend %s\n",
+              "batch %lld, %lld steps, backend %s, linear inputs %s\n",
               static_cast<long long>(m.config().qformer.num_hidden_layers),
               static_cast<long long>(m.config().qformer.hidden_size), static_cast<long long>(m.config().num_query_tokens),
               static_cast<long long>(m.parameters().size()), o.objectives.c_str(), static_cast<long long>(o.batch),
-              static_cast<long long>(o.steps), Be::name);
+              static_cast<long long>(o.steps), Be::name, o.linear.c_str());
 
   // ---- train ----
   csv_log csv = csv_log::stage1((std::filesystem::path(o.out) / "losses.csv").string());
@@ -496,10 +501,10 @@ int run(Be& be, const options& o) {
               final_result.t2i.r1, final_result.i2t.r1, static_cast<long long>(Ne), final_result.t2i.chance1,
               train_seconds, total_seconds - train_seconds, total_seconds);
   std::printf("{\"t2i_r1\": %.4f, \"i2t_r1\": %.4f, \"t2i_r5\": %.4f, \"i2t_r5\": %.4f, \"itc_t2i_r1\": %.4f, "
-              "\"itc_i2t_r1\": %.4f, \"itc_t2i_r5\": %.4f, \"itc_i2t_r5\": %.4f, \"ranking\": \"%s\", \"objectives\": \"%s\", \"candidates\": %lld, \"steps\": %lld, "
+              "\"itc_i2t_r1\": %.4f, \"itc_t2i_r5\": %.4f, \"itc_i2t_r5\": %.4f, \"ranking\": \"%s\", \"objectives\": \"%s\", \"linear\": \"%s\", \"candidates\": %lld, \"steps\": %lld, "
               "\"final_loss_itc\": %.4f, \"final_loss_itm\": %.4f, \"final_loss_itg\": %.4f, \"train_seconds\": %.1f, \"seconds\": %.1f}\n",
               final_result.t2i.r1, final_result.i2t.r1, final_result.t2i.r5, final_result.i2t.r5, itc.t2i.r1, itc.i2t.r1, itc.t2i.r5, itc.i2t.r5,
-              final_kind.c_str(), o.objectives.c_str(), static_cast<long long>(Ne), static_cast<long long>(o.steps),
+              final_kind.c_str(), o.objectives.c_str(), o.linear.c_str(), static_cast<long long>(Ne), static_cast<long long>(o.steps),
               tail.itc, tail.itm, tail.itg, train_seconds, total_seconds);
   return 0;
 }
@@ -507,12 +512,16 @@ int run(Be& be, const options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const options o = parse(argc, argv);
+  options o = parse(argc, argv);
   try {
     if (o.onednn) {
-      onednn_backend be;
+      using precision = onednn_backend::linear_precision;
+      onednn_backend be;  // its default: BLIP2_ONEDNN_LINEAR, else f32
+      if (!o.linear.empty()) be.set_linear(o.linear == "bf16" ? precision::bf16 : precision::f32);
+      o.linear = be.linear() == precision::bf16 ? "bf16" : "f32";
       return run(be, o);
     }
+    o.linear = "f32";
     reference_backend be;
     return run(be, o);
   } catch (const std::exception& e) {

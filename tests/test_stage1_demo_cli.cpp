@@ -9,6 +9,7 @@
 //     differently, without letting an untrained model through: its R@5 is 0.05 +- 0.02.) It runs on one
 //     OpenMP thread.
 //   - `--objectives itc`: ITM and ITG are off (their losses are 0 in the CSV, the JSON says ranking itc);
+//   - `--linear bf16` trains and says so (stdout and JSON); BLIP2_ONEDNN_LINEAR=fp16 is an error (exit 1);
 //   - bad flags exit 2 with a message naming the flag; an output directory that cannot be made exits 1
 //     with a message, no crash.
 #include <doctest/doctest.h>
@@ -106,6 +107,7 @@ TEST_CASE("stage1_demo: a short run trains, logs, plots, evaluates and ends with
   CHECK(json_number(json, "candidates") == 100);
   CHECK(json_field(json, "ranking") == "itc+itm_rerank");
   CHECK(json_field(json, "objectives") == "itc,itm,itg");
+  CHECK(json_field(json, "linear") == "f32");
   for (const char* key : {"t2i_r1", "i2t_r1", "t2i_r5", "i2t_r5", "seconds"}) CHECK(json_number(json, key) >= 0);
   CHECK(json_number(json, "itc_t2i_r5") >= 0.5);
   CHECK(json_number(json, "itc_i2t_r5") >= 0.5);
@@ -129,6 +131,26 @@ TEST_CASE("stage1_demo: --objectives itc switches ITM and ITG off") {
   CHECK(json_field(json, "objectives") == "itc");
 }
 
+TEST_CASE("stage1_demo: --linear bf16 trains with bfloat16-rounded linear inputs and says so") {
+  temp_dir dir;
+  const auto out = dir / "out";
+  const auto r = run_program(demo, dir, {"--linear", "bf16", "--steps", "12", "--eval", "20", "--out", out.string()}, one_thread);
+  INFO(r.cmd, "\n", r.err);
+  REQUIRE(r.status == 0);
+  const auto csv = read_csv_file(out / "losses.csv");
+  REQUIRE(csv.rows.size() == 12);
+  for (const auto& row : csv.rows) CHECK(std::isfinite(row[4]));
+  const std::string stdout_text = read_text(dir / "stdout.txt");
+  CHECK(stdout_text.find("linear inputs bf16") != std::string::npos);
+  CHECK(json_field(last_line(stdout_text), "linear") == "bf16");
+  // the backend's default comes from BLIP2_ONEDNN_LINEAR; a value it does not know is an error
+  const auto e = run_program(demo, dir, {"--steps", "2", "--eval", "10", "--out", out.string()},
+                             one_thread + " BLIP2_ONEDNN_LINEAR=fp16");
+  INFO(e.err);
+  CHECK(e.status == 1);
+  CHECK(e.err.find("BLIP2_ONEDNN_LINEAR is 'fp16', expected f32 or bf16") != std::string::npos);
+}
+
 TEST_CASE("stage1_demo: bad flags and an unusable output directory are errors, not crashes") {
   temp_dir dir;
   struct bad {
@@ -139,6 +161,8 @@ TEST_CASE("stage1_demo: bad flags and an unusable output directory are errors, n
                                         {{"--lr", "nan"}, "--lr wants a finite number"},
                                         {{"--objectives", "itm"}, "must include itc"},
                                         {{"--backend", "gpu"}, "--backend must be"},
+                                        {{"--linear", "fp16"}, "--linear must be f32 or bf16"},
+                                        {{"--backend", "reference", "--linear", "bf16"}, "--linear bf16 needs --backend onednn"},
                                         {{"--no-such-flag"}, "unknown argument --no-such-flag"},
                                         {{"--steps"}, "missing value after --steps"}}) {
     const auto r = run_program(demo, dir, b.args, one_thread);
