@@ -8,7 +8,12 @@
 // re-ranks the ITC top-k by mean ITM logit + ITC as BLIP-2's evaluation does.
 //
 //   stage1_demo [--objectives itc|itc,itm|itc,itm,itg] [--steps N] [--batch B] [--eval N] [--rerank-k K]
-//               [--out DIR] [--seed S] [--backend onednn|reference] [recipe flags: --help lists them]
+//               [--out DIR] [--seed S] [--backend onednn|reference] [--linear f32|bf16]
+//               [recipe flags: --help lists them]
+//
+// --linear bf16 rounds the inputs of every linear-layer product to bfloat16 (float32 products and sums:
+// onednn_backend::linear_precision), for comparing bf16 training numerics with float32's
+// (scripts/compare_curves.sh; the README's demo results have five seeds of it).
 //
 // It writes DIR/losses.csv (losses and learning rate per step) and DIR/losses.png, prints R@1/R@5 both
 // ways next to chance, where the ITC ranking's misses go (to which swapped distractor), and ends with one
