@@ -376,6 +376,7 @@ int main(int argc, char** argv) {
     fill_hashed(m);
     auto optim = make_adamw(m, adamw_options{});
     onednn_backend be;
+    be.set_linear(onednn_backend::linear_precision::f32);  // float32 whatever BLIP2_ONEDNN_LINEAR says
     stage1_state<float> st;
     blip2_sampler sampler;
     ours.state_mib = 4.0 * n_params * 4 / (1 << 20);  // parameters, gradients, two AdamW moments
@@ -429,6 +430,7 @@ int main(int argc, char** argv) {
 
     if (cfg.profile) {
       profiled_onednn pbe;
+      pbe.set_linear(onednn_backend::linear_precision::f32);
       stage1_state<float> pst;
       m.zero_grad();
       stage1_step(pbe, m, pst, batch, sampler, so, fixed_ni, fixed_nt);  // primitives

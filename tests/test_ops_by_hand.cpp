@@ -295,17 +295,24 @@ TEST_CASE("onednn linear with bf16 inputs: matches the double reference on round
                   inp_b, weight_b);
 
   struct result {
-    host_tensor<float, 2> out, dinp, dweight, out_broadcast_bias;
-    host_tensor<float, 1> dbias;
+    host_tensor<float, 2> out, dinp, dweight, out_broadcast_bias, dinp_reversed, dweight_fallback, dweight_no_dinp;
+    host_tensor<float, 1> dbias, dbias_fallback;
   };
   auto run = [&](onednn_backend::linear_precision p) {
     onednn_backend be;
     be.set_linear(p);
-    result r{host_tensor<float, 2>({R, N}), dinp0, dweight0, host_tensor<float, 2>({R, N}), dbias0};
+    result r{host_tensor<float, 2>({R, N}), dinp0, dweight0, host_tensor<float, 2>({R, N}), dinp0, dweight0, dweight0,
+             dbias0, dbias0};
     linear_forward(be, r.out, inp, weight, bias);
     linear_backward(be, r.dinp, r.dweight, r.dbias, dout, inp, weight, grad_write::accumulate);
     // a bias broadcast from one element (stride 0) takes the reference fallback: it must round too
     linear_forward(be, r.out_broadcast_bias, inp, weight, tensor_view<const float, 1>(bias.view().data(), {N}, {0}));
+    // dinp written through a view with its rows reversed (a negative stride): the backward's fallback,
+    // assigned this time
+    tensor_view<float, 2> reversed(r.dinp_reversed.view().data() + (R - 1) * K, {R, K}, {-K, 1});
+    linear_backward(be, reversed, r.dweight_fallback, r.dbias_fallback, dout, inp, weight);
+    // no dinp (a first layer): only dweight
+    linear_backward(be, tensor_view<float, 2>{}, r.dweight_no_dinp, dout, inp, weight);
     return r;
   };
   const result bf = run(onednn_backend::linear_precision::bf16), f32 = run(onednn_backend::linear_precision::f32);
@@ -317,8 +324,17 @@ TEST_CASE("onednn linear with bf16 inputs: matches the double reference on round
   host_tensor<double, 1> bias0({N}, static_cast<double>(bias[0]));
   linear_forward(rb, out_bb, inp_b, weight_b, bias0);
   CHECK(nmse(bf.out_broadcast_bias, out_bb) <= 1e-10);
+  host_tensor<double, 2> dinp_assigned({R, K}), dinp_reversed({R, K});
+  linear_backward(rb, dinp_assigned, host_tensor<double, 2>({N, K}), dout_b, inp_b, weight_b);
+  for (index_t r = 0; r < R; ++r)
+    for (index_t k = 0; k < K; ++k) dinp_reversed(R - 1 - r, k) = dinp_assigned(r, k);
+  CHECK(nmse(bf.dinp_reversed, dinp_reversed) <= 1e-10);
+  CHECK(nmse(bf.dweight_fallback, dweight_r) <= 1e-10);
+  CHECK(nmse(bf.dbias_fallback, dbias_r) <= 1e-12);
+  CHECK(nmse(bf.dweight_no_dinp, dweight_r) <= 1e-10);
   // the float32 mode is far from the rounded oracle (so the check above can tell the modes apart)
-  for (double d : {nmse(f32.out, out_r), nmse(f32.dinp, dinp_r), nmse(f32.dweight, dweight_r)}) {
+  for (double d : {nmse(f32.out, out_r), nmse(f32.dinp, dinp_r), nmse(f32.dweight, dweight_r),
+                   nmse(f32.dinp_reversed, dinp_reversed), nmse(f32.dweight_no_dinp, dweight_r)}) {
     CAPTURE(d);
     CHECK(d >= 1e-8);
   }
