@@ -72,6 +72,20 @@ inline void add_softmax_cases(std::vector<op_case>& cases) {
                                 init, {"dinp"}, backward));
     }
   }
+  // in place: dinp is dout's buffer (each row's sum must be taken before the row is overwritten)
+  auto init = [](io<double>& x) {
+    rng r(99);
+    x.make("inp", {9, 21}, r.normals(2.0));
+    x.make("out", {9, 21}, [](index_t) { return 0.0; });
+    reference_backend rb;
+    softmax_forward(rb, x.out<2>("out"), x.in<2>("inp"));
+    x.make("grad", {9, 21}, r.normals());  // dout on entry, dinp on exit
+  };
+  auto in_place = [](auto& be, auto& x) {
+    softmax_backward(be, x.template out<2>("grad"), x.template in<2>("grad"), x.template in<2>("out"));
+  };
+  cases.push_back(make_case("softmax_backward", describe("softmax_backward", {{"R", 9}, {"N", 21}}, "in_place"), init,
+                            {"grad"}, in_place));
 }
 
 }  // namespace blip2::testing

@@ -5,7 +5,7 @@
 //   forward:  probs = q_h k_h^T (alpha 1/sqrt(HS))  -> mask added by a loop that asks the policy
 //             -> softmax_v2 in place -> dropout into scratch (when p > 0) -> out_h = dropped v_h
 //   backward: ddropped = dout_h v_h^T (scratch) -> dv_h (+)= dropped^T dout_h -> dprobs = ddropped f
-//             -> dscores = softmax_v2_backward (scratch) -> dq_h (+)= alpha dscores k_h,
+//             -> dscores = softmax backward (softmax_backward_rows, scratch) -> dq_h (+)= alpha dscores k_h,
 //             dk_h (+)= alpha dscores^T q_h (beta 1 accumulates)
 // With several OpenMP threads the forward runs by head instead (forward_by_head): one parallel region,
 // each thread taking whole (b, h) heads through the same steps with its own single-threaded primitives.
@@ -231,11 +231,7 @@ struct kernel<onednn_backend, op::attention_backward> {
       }
       run_matmul<4>(be, dvh, transpose(tensor_view<const float, 4>(dropped, pe)), doh, 1.0f, beta);
       // forward: probs = softmax(scores): dscores = probs (dprobs - rowsum(probs dprobs)), into work
-      const dnnl::memory::desc rows_md({rows, S}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::ab);
-      auto& sm = softmax_backward_primitive(be, rows_md, rows_key(rows, S));
-      be.execute(sm, {{DNNL_ARG_DST, memory_of(be, rows_md, probs.data())},
-                      {DNNL_ARG_DIFF_DST, memory_of(be, rows_md, dprobs)},
-                      {DNNL_ARG_DIFF_SRC, memory_of(be, rows_md, work)}});
+      softmax_backward_rows(work, probs.data(), dprobs, rows, S, false);
       const tensor_view<const float, 4> dscores(work, pe);  // (B, NH, T, S)
       // forward: scores = q_h k_h^T / sqrt(HS) + mask
       //   dq_h (B, NH, T, HS) (+)= dscores (B, NH, T, S) @ k_h (B, NH, S, HS) / sqrt(HS)

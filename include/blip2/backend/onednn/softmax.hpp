@@ -2,8 +2,8 @@
 //
 // forward:  a mask (or a strided input) is added into a dense scratch (a loop), which the primitive
 //           reads; the primitive writes out directly (in place when out is inp and there is no mask).
-// backward: softmax_v2_backward from dst = out and diff_dst = dout; it writes (never adds), so an
-//           accumulated dinp (or one that aliases dout) goes through scratch and is added afterwards.
+// backward: a loop over rows (softmax_backward_rows: oneDNN 2.6's softmax_v2 backward is a reference
+//           implementation on AVX2); it assigns or adds, and dinp may alias dout.
 // out, dout and dinp of a non-dense layout run the reference kernel (one explicit line each).
 // Dimensions: R rows, N entries per row.
 #pragma once
@@ -28,18 +28,28 @@ inline dnnl::primitive& softmax_forward_primitive(onednn_backend& be, const dnnl
   });
 }
 
-inline dnnl::primitive& softmax_backward_primitive(onednn_backend& be, const dnnl::memory::desc& md,
-                                                   const std::string& key) {
-  using smf = dnnl::softmax_v2_forward;
-  using smb = dnnl::softmax_v2_backward;
-  return be.primitive("softmax_backward" + key, [&] {
-    return build("softmax_backward", [&] {
-      auto hint = smf::primitive_desc(
-          smf::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::softmax_accurate, md, md, 1), be.engine());
-      return dnnl::primitive(
-          smb(smb::primitive_desc(smb::desc(dnnl::algorithm::softmax_accurate, md, md, md, 1), be.engine(), hint)));
-    });
-  });
+// dx = p (dp - sum_n p dp) over each row of dense (R, N) p and dp, written into dx (or added to it when
+// accumulate). A loop, not softmax_v2_backward: oneDNN 2.6 has that only as ref:any on AVX2, a scalar
+// loop that took 15 ms for BLIP-2's ITM cross-attention rows (9216 x 257); this one streams the rows once
+// each. The row sum is taken in 8 partial sums (vectorisable; a row is one thread's, so the result is the
+// same whatever the thread count) before the row is written, so dx may be dp itself.
+inline void softmax_backward_rows(float* dx, const float* p, const float* dp, index_t R, index_t N, bool accumulate) {
+  BLIP2_OMP_FOR
+  for (index_t r = 0; r < R; ++r) {
+    const float* pr = p + r * N;
+    const float* gr = dp + r * N;
+    float* xr = dx + r * N;
+    float lanes[8] = {};
+    index_t n = 0;
+    for (; n + 8 <= N; n += 8)
+      for (int l = 0; l < 8; ++l) lanes[l] += pr[n + l] * gr[n + l];
+    float dot = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+    for (; n < N; ++n) dot += pr[n] * gr[n];
+    if (accumulate)
+      for (n = 0; n < N; ++n) xr[n] += pr[n] * (gr[n] - dot);
+    else
+      for (n = 0; n < N; ++n) xr[n] = pr[n] * (gr[n] - dot);
+  }
 }
 
 }  // namespace onednn_detail
@@ -82,26 +92,13 @@ struct kernel<onednn_backend, op::softmax_backward> {
     if constexpr (!std::is_same_v<T, float>) {
       reference_fallback<op::softmax_backward>::run(be, dinp, dout, out, mode);  // double: reference
     } else if (!out.is_contiguous() || !dout.is_contiguous() || !dinp.is_contiguous()) {
-      // softmax_v2 takes dense rows: strided views run the reference kernel
+      // the row loop takes dense rows: strided views run the reference kernel
       reference_fallback<op::softmax_backward>::run(be, dinp, dout, out, mode);
     } else {
       using namespace onednn_detail;
       const index_t R = out.extent(0), N = out.extent(1);
       if (R == 0 || N == 0) return;
-      const dnnl::memory::desc md({R, N}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::ab);
-      // written straight into dinp when it is assigned and distinct from dout, else into scratch
-      const bool direct = mode == grad_write::assign && dinp.data() != dout.data();
-      float* dst = direct ? dinp.data() : be.scratch(0, R * N);
-      auto& prim = softmax_backward_primitive(be, md, rows_key(R, N));
-      be.execute(prim, {{DNNL_ARG_DST, memory_of(be, md, out.data())},
-                        {DNNL_ARG_DIFF_DST, memory_of(be, md, dout.data())},
-                        {DNNL_ARG_DIFF_SRC, memory_of(be, md, dst)}});
-      if (!direct) {
-        const bool acc = mode == grad_write::accumulate;
-        BLIP2_OMP_FOR
-        for (index_t r = 0; r < R; ++r)
-          for (index_t n = 0; n < N; ++n) dinp(r, n) = (acc ? dinp(r, n) : 0.0f) + dst[r * N + n];
-      }
+      softmax_backward_rows(dinp.data(), out.data(), dout.data(), R, N, mode == grad_write::accumulate);
     }
   }
 };
