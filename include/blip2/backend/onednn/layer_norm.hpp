@@ -17,22 +17,13 @@
 #include <algorithm>
 #include <cmath>
 
+#include "blip2/backend/onednn/lane_sum.hpp"
 #include "blip2/backend/onednn/onednn_backend.hpp"
 #include "blip2/backend/reference/layer_norm.hpp"
 
 namespace blip2 {
 
 namespace onednn_detail {
-// sum over c of f(c), c in [0, C), as 8 interleaved partial sums added at the end
-template <class F>
-inline float lane_sum(index_t C, F&& f) {
-  float acc[8] = {};
-  index_t c = 0;
-  for (; c + 8 <= C; c += 8)
-    for (int j = 0; j < 8; ++j) acc[j] += f(c + j);
-  for (int j = 0; c < C; ++c, ++j) acc[j] += f(c);
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
 inline bool unit_columns(index_t C, std::initializer_list<index_t> strides) {
   return C <= 1 || std::all_of(strides.begin(), strides.end(), [](index_t s) { return s == 1; });
 }

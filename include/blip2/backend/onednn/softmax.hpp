@@ -7,6 +7,7 @@
 // out, dout and dinp of a non-dense layout run the reference kernel (one explicit line each).
 // Dimensions: R rows, N entries per row.
 #pragma once
+#include "blip2/backend/onednn/lane_sum.hpp"
 #include "blip2/backend/onednn/onednn_backend.hpp"
 #include "blip2/backend/reference/softmax.hpp"
 
@@ -31,24 +32,19 @@ inline dnnl::primitive& softmax_forward_primitive(onednn_backend& be, const dnnl
 // dx = p (dp - sum_n p dp) over each row of dense (R, N) p and dp, written into dx (or added to it when
 // accumulate). A loop, not softmax_v2_backward: oneDNN 2.6 has that only as ref:any on AVX2, a scalar
 // loop that took 15 ms for BLIP-2's ITM cross-attention rows (9216 x 257); this one streams the rows once
-// each. The row sum is taken in 8 partial sums (vectorisable; a row is one thread's, so the result is the
-// same whatever the thread count) before the row is written, so dx may be dp itself.
+// each. The row sum (lane_sum: vectorisable, the same whatever the thread count) is taken before the row
+// is written, so dx may be dp itself.
 inline void softmax_backward_rows(float* dx, const float* p, const float* dp, index_t R, index_t N, bool accumulate) {
   BLIP2_OMP_FOR
   for (index_t r = 0; r < R; ++r) {
     const float* pr = p + r * N;
     const float* gr = dp + r * N;
     float* xr = dx + r * N;
-    float lanes[8] = {};
-    index_t n = 0;
-    for (; n + 8 <= N; n += 8)
-      for (int l = 0; l < 8; ++l) lanes[l] += pr[n + l] * gr[n + l];
-    float dot = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
-    for (; n < N; ++n) dot += pr[n] * gr[n];
+    const float dot = lane_sum(N, [&](index_t n) { return pr[n] * gr[n]; });
     if (accumulate)
-      for (n = 0; n < N; ++n) xr[n] += pr[n] * (gr[n] - dot);
+      for (index_t n = 0; n < N; ++n) xr[n] += pr[n] * (gr[n] - dot);
     else
-      for (n = 0; n < N; ++n) xr[n] = pr[n] * (gr[n] - dot);
+      for (index_t n = 0; n < N; ++n) xr[n] = pr[n] * (gr[n] - dot);
   }
 }
 
