@@ -55,6 +55,7 @@
 #include "bench_common.hpp"
 #include "blip2/mining/blip2_sampler.hpp"
 #include "blip2/optim/adamw.hpp"
+#include "blip2/optim/clip_grad.hpp"
 #include "blip2/train/stage1_step.hpp"
 
 #ifndef BLIP2_STAGE1_PEER_SCRIPT
@@ -386,11 +387,7 @@ int main(int argc, char** argv) {
       m.zero_grad();
       const stage1_losses l = stage1_step(be, m, st, batch, sampler, so, fixed_ni, fixed_nt);
       const double t1 = now_s();
-      if (gnorm) {
-        double s = 0;
-        for (float g : m.gradients()) s += double(g) * g;
-        *gnorm = std::sqrt(s);
-      }
+      if (gnorm) *gnorm = grad_norm(m.gradients());
       const double t2 = now_s();
       optim.step(m.parameters(), m.gradients(), LR);
       const double t3 = now_s();
@@ -468,9 +465,7 @@ int main(int argc, char** argv) {
     const double t0 = now_s();
     const stage1_losses l = stage1_step(be, m, st, batch, sampler, so, fixed_ni, fixed_nt);
     const double t1 = now_s();
-    double s = 0;
-    for (float g : m.gradients()) s += double(g) * g;
-    const double gn = std::sqrt(s);
+    const double gn = grad_norm(m.gradients());
     auto rel = [](double x, double ref) { return std::abs(x - ref) / std::max(std::abs(ref), 1e-30); };
     std::printf("  %.1f s (float32 warm-up step above: the same work without the rounding copies)\n", t1 - t0);
     std::printf("  loss_itc %.6f, loss_itm %.6f, loss_itg %.6f; |grad| %.6e; relative to float32: %.1e %.1e %.1e, |grad| %.1e\n",
