@@ -77,6 +77,24 @@ csv_rows read_csv_file(const std::filesystem::path& p) {
   return out;
 }
 
+// A 12-step run with 20 evaluation pairs and the given flags, which must succeed: its losses.csv (12 rows)
+// and its stdout.
+struct short_run {
+  csv_rows csv;
+  std::string stdout_text;
+};
+short_run run_short(const temp_dir& dir, std::vector<std::string> flags) {
+  const auto out = dir / "out";
+  for (const std::string a : {"--steps", "12", "--eval", "20", "--out"}) flags.push_back(a);
+  flags.push_back(out.string());
+  const auto r = run_program(demo, dir, flags, one_thread);
+  INFO(r.cmd, "\n", r.err);
+  REQUIRE(r.status == 0);
+  short_run s{read_csv_file(out / "losses.csv"), read_text(dir / "stdout.txt")};
+  REQUIRE(s.csv.rows.size() == 12);
+  return s;
+}
+
 }  // namespace
 
 TEST_CASE("stage1_demo: a short run trains, logs, plots, evaluates and ends with the JSON line") {
@@ -115,36 +133,25 @@ TEST_CASE("stage1_demo: a short run trains, logs, plots, evaluates and ends with
 
 TEST_CASE("stage1_demo: --objectives itc switches ITM and ITG off") {
   temp_dir dir;
-  const auto out = dir / "out";
-  const auto r = run_program(demo, dir, {"--objectives", "itc", "--steps", "12", "--eval", "20", "--out", out.string()}, one_thread);
-  INFO(r.cmd, "\n", r.err);
-  REQUIRE(r.status == 0);
-  const auto csv = read_csv_file(out / "losses.csv");
-  REQUIRE(csv.rows.size() == 12);
-  for (const auto& row : csv.rows) {
+  const auto run = run_short(dir, {"--objectives", "itc"});
+  for (const auto& row : run.csv.rows) {
     CHECK(row[1] > 0);   // ITC trained
     CHECK(row[2] == 0);  // no ITM
     CHECK(row[3] == 0);  // no ITG
   }
-  const std::string json = last_line(read_text(dir / "stdout.txt"));
+  const std::string json = last_line(run.stdout_text);
   CHECK(json_field(json, "ranking") == "itc");
   CHECK(json_field(json, "objectives") == "itc");
 }
 
 TEST_CASE("stage1_demo: --linear bf16 trains with bfloat16-rounded linear inputs and says so") {
   temp_dir dir;
-  const auto out = dir / "out";
-  const auto r = run_program(demo, dir, {"--linear", "bf16", "--steps", "12", "--eval", "20", "--out", out.string()}, one_thread);
-  INFO(r.cmd, "\n", r.err);
-  REQUIRE(r.status == 0);
-  const auto csv = read_csv_file(out / "losses.csv");
-  REQUIRE(csv.rows.size() == 12);
-  for (const auto& row : csv.rows) CHECK(std::isfinite(row[4]));
-  const std::string stdout_text = read_text(dir / "stdout.txt");
-  CHECK(stdout_text.find("linear inputs bf16") != std::string::npos);
-  CHECK(json_field(last_line(stdout_text), "linear") == "bf16");
+  const auto run = run_short(dir, {"--linear", "bf16"});
+  for (const auto& row : run.csv.rows) CHECK(std::isfinite(row[4]));
+  CHECK(run.stdout_text.find("linear inputs bf16") != std::string::npos);
+  CHECK(json_field(last_line(run.stdout_text), "linear") == "bf16");
   // the backend's default comes from BLIP2_ONEDNN_LINEAR; a value it does not know is an error
-  const auto e = run_program(demo, dir, {"--steps", "2", "--eval", "10", "--out", out.string()},
+  const auto e = run_program(demo, dir, {"--steps", "2", "--eval", "10", "--out", (dir / "out").string()},
                              one_thread + " BLIP2_ONEDNN_LINEAR=fp16");
   INFO(e.err);
   CHECK(e.status == 1);
