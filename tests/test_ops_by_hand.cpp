@@ -16,7 +16,10 @@
 #include "blip2/core/host_tensor.hpp"
 #include "blip2/core/rng.hpp"
 #include "blip2/loss/cross_entropy.hpp"
+#include "blip2/nn/copy_from_host.hpp"
+#include "blip2/nn/copy_to_host.hpp"
 #include "blip2/nn/embedding.hpp"
+#include "blip2/nn/fill.hpp"
 #include "blip2/nn/gelu.hpp"
 #include "blip2/nn/l2_normalize.hpp"
 #include "blip2/nn/linear.hpp"
@@ -225,6 +228,35 @@ TEST_CASE("embedding: gather, scatter-add of repeated ids, and an id outside [0,
   CHECK(msg.find("V = 3") != std::string::npos);
   ids(1, 0) = -1;
   CHECK_THROWS_AS(embedding_backward(be, dtable, dout, ids), value_error);
+}
+
+TEST_CASE("fill and the host copies: values, strides, and a shape mismatch named with both shapes") {
+  reference_backend be;
+  host_tensor<float, 2> a({2, 3});
+  fill(be, a, 2);  // an int converted to float
+  CHECK(a(1, 2) == 2.0f);
+  fill(be, tensor_view<float, 1>(a.data(), {2}, {3}), -1.5);  // column 0 only
+  CHECK(a(0, 0) == -1.5f);
+  CHECK(a(1, 0) == -1.5f);
+  CHECK(a(1, 1) == 2.0f);
+  host_tensor<float, 2> h({3, 2});
+  copy_to_host(be, transpose(h.view()), a);  // h = a^T
+  CHECK(h(0, 1) == -1.5f);
+  CHECK(h(2, 0) == 2.0f);
+  host_tensor<float, 2> back({2, 3});
+  copy_from_host(be, back, transpose(h.view()));
+  for (index_t k = 0; k < 6; ++k) CHECK(back[k] == a[k]);
+  std::string msg = message_of<shape_error>([&] { copy_to_host(be, h, a); });
+  CHECK(msg.find("copy_to_host: tensor 'host_dst' has shape (3, 2) but (2, 3) was expected") != std::string::npos);
+  msg = message_of<shape_error>([&] { copy_from_host(be, h, a); });
+  CHECK(msg.find("copy_from_host: tensor 'dst' has shape (3, 2) but (2, 3) was expected") != std::string::npos);
+#if BLIP2_HAS_ONEDNN
+  onednn_backend ob;
+  fill(ob, a, 0.25f);
+  copy_to_host(ob, transpose(h.view()), a);
+  CHECK(h(2, 1) == 0.25f);
+  CHECK_THROWS_AS(copy_from_host(ob, h, a), shape_error);
+#endif
 }
 
 TEST_CASE("round_to_bf16: nearest with ties to even, overflow to infinity, NaN and infinities kept") {

@@ -55,6 +55,9 @@ BLIP2_OP(cross_entropy_forward)   // label smoothing, ignore index, mean over co
 BLIP2_OP(cross_entropy_backward)
 BLIP2_OP(axpy)                    // y += alpha x (residual connections, gradient accumulation)
 BLIP2_OP(copy)                    // dst = src, any strides (layout changes)
+BLIP2_OP(fill)                    // dst = value, any strides
+BLIP2_OP(copy_to_host)            // host dst = src in the backend's memory, same shape, any strides
+BLIP2_OP(copy_from_host)          // dst in the backend's memory = host src, same shape, any strides
 #undef BLIP2_OP
 }  // namespace op
 

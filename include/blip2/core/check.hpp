@@ -63,6 +63,19 @@ tensor_view<const T, R, S> as_const(const tensor_view<T, R, S>& v) {
   return v;
 }
 
+// A view of rank R <= 4 seen as rank 4, leading extents 1 (stride 0): the form of the strided kernels
+// (copy, fill, the host copies), so one kernel serves every rank.
+template <class T, std::size_t R, class S>
+tensor_view<T, 4, S> as_rank4(const tensor_view<T, R, S>& v) {
+  static_assert(R <= 4, "blip2: this op takes tensors of rank <= 4");
+  extents_t<4> e{1, 1, 1, 1}, st{0, 0, 0, 0};
+  for (std::size_t i = 0; i < R; ++i) {
+    e[4 - R + i] = v.extent(i);
+    st[4 - R + i] = v.stride(i);
+  }
+  return {v.data(), e, st};
+}
+
 template <class A, class B>
 inline constexpr bool same_value_type_v =
     std::is_same_v<typename A::value_type, typename B::value_type>;

@@ -17,17 +17,7 @@ void copy(Be& be, Dst&& dst, Src&& src) {
                     std::is_same_v<typename decltype(s)::memory_space_type, typename Be::memory_space>,
                 "copy: a view's memory space differs from the backend's");
   detail::check_shape("copy", "dst", d, s.extents());
-  // as rank 4, leading extents 1
-  using T = typename decltype(d)::value_type;
-  constexpr std::size_t R = decltype(d)::rank;
-  extents_t<4> e{1, 1, 1, 1}, ds{0, 0, 0, 0}, ss{0, 0, 0, 0};
-  for (std::size_t i = 0; i < R; ++i) {
-    e[4 - R + i] = d.extent(i);
-    ds[4 - R + i] = d.stride(i);
-    ss[4 - R + i] = s.stride(i);
-  }
-  BLIP2_DISPATCH(Be, copy, be, tensor_view<T, 4, typename Be::memory_space>(d.data(), e, ds),
-                 tensor_view<const T, 4, typename Be::memory_space>(s.data(), e, ss));
+  BLIP2_DISPATCH(Be, copy, be, detail::as_rank4(d), detail::as_rank4(s));  // as rank 4, leading extents 1
 }
 
 }  // namespace blip2
