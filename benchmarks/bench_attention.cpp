@@ -10,6 +10,7 @@
 #include <string>
 
 #include "bench_common.hpp"
+#include "blip2/models/qformer/masks.hpp"
 #include "blip2/nn/attention.hpp"
 
 using namespace blip2;
@@ -66,17 +67,17 @@ int main(int argc, char** argv) {
   threads = set_threads(threads);
   print_banner("bench_attention", false, threads);
   // the stage-1 demo: C 64, 4 heads, 4 queries, 12 text tokens, 16 image tokens, batch 48 (ITM: 144 pairs)
-  row("demo query self", 48, 4, 4, 64, 4, bidirectional_mask{}, reps);
-  row("demo text self (ITC)", 48, 12, 12, 64, 4, bidirectional_mask{}, reps);
-  row("demo cross", 48, 4, 16, 64, 4, bidirectional_mask{}, reps);
+  row("demo query self", 48, 4, 4, 64, 4, bidirectional{}, reps);
+  row("demo text self (ITC)", 48, 12, 12, 64, 4, bidirectional{}, reps);
+  row("demo cross", 48, 4, 16, 64, 4, bidirectional{}, reps);
   row("demo ITG self", 48, 16, 16, 64, 4, multimodal_causal_mask{4}, reps);
-  row("demo ITM joint self", 144, 16, 16, 64, 4, bidirectional_mask{}, reps);
-  row("demo ITM cross", 144, 4, 16, 64, 4, bidirectional_mask{}, reps);
+  row("demo ITM joint self", 144, 16, 16, 64, 4, bidirectional{}, reps);
+  row("demo ITM cross", 144, 4, 16, 64, 4, bidirectional{}, reps);
   // BLIP-2: C 768, 12 heads, 32 queries, 32 text tokens, 257 image tokens, batch 8 (ITM: 24 pairs)
-  row("BLIP-2 query self", 8, 32, 32, 768, 12, bidirectional_mask{}, reps);
+  row("BLIP-2 query self", 8, 32, 32, 768, 12, bidirectional{}, reps);
   row("BLIP-2 ITG self", 8, 64, 64, 768, 12, multimodal_causal_mask{32}, reps);
-  row("BLIP-2 ITM joint self", 24, 64, 64, 768, 12, bidirectional_mask{}, reps);
-  row("BLIP-2 cross", 8, 32, 257, 768, 12, bidirectional_mask{}, reps);
-  row("BLIP-2 ITM cross", 24, 32, 257, 768, 12, bidirectional_mask{}, reps);
+  row("BLIP-2 ITM joint self", 24, 64, 64, 768, 12, bidirectional{}, reps);
+  row("BLIP-2 cross", 8, 32, 257, 768, 12, bidirectional{}, reps);
+  row("BLIP-2 ITM cross", 24, 32, 257, 768, 12, bidirectional{}, reps);
   return 0;
 }

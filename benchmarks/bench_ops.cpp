@@ -30,6 +30,7 @@
 #include "blip2/backend/reference/reference_backend.hpp"
 #include "blip2/core/rng.hpp"
 #include "blip2/loss/cross_entropy.hpp"
+#include "blip2/models/qformer/masks.hpp"
 #include "blip2/nn/attention.hpp"
 #include "blip2/nn/axpy.hpp"
 #include "blip2/nn/copy.hpp"
@@ -39,7 +40,6 @@
 #include "blip2/nn/l2_normalize.hpp"
 #include "blip2/nn/layer_norm.hpp"
 #include "blip2/nn/linear.hpp"
-#include "blip2/nn/masks.hpp"
 #include "blip2/nn/matmul.hpp"
 #include "blip2/nn/row_max.hpp"
 #include "blip2/nn/softmax.hpp"
@@ -308,7 +308,7 @@ int main(int argc, char** argv) {
     for (index_t b = 0; b < B; ++b)
       for (index_t t = Q + 8 + 3 * b; t < L; ++t) pad(b, t) = 0.0f;  // captions of 8, 11, ... tokens
     bench_attention("self", L, L, multimodal_causal_mask{Q}, pad);
-    bench_attention("cross", Q, N, bidirectional_mask{}, no_padding);
+    bench_attention("cross", Q, N, bidirectional{}, no_padding);
   }
 
   // ---- memory-bound ops ----

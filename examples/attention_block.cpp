@@ -8,7 +8,7 @@
 //   - caches: forward fills structs of views (attention_cache{probs}, layer_norm_cache{mean, rstd}) with
 //     what a backward pass would need; here we read the attention probabilities to look at the mask;
 //   - mask policies: self-attention over [queries ; text] under multimodal_causal_mask{Q} (ITG's mask)
-//     with the text padding, cross-attention to the image under bidirectional_mask.
+//     with the text padding, cross-attention to the image under bidirectional.
 // Sizes are BLIP-2's: C = 768, NH = 12, FFN 3072, Q = 32 queries, N = 257 image tokens of width E = 1408
 // (random, seeded, standing in for the frozen EVA ViT-g); weights are random (std 0.02, LayerNorm 1 / 0).
 // Dropout is off (p = 0): this is an inference forward pass.
@@ -22,13 +22,13 @@
 #include "blip2/backend/reference/reference_backend.hpp"
 #include "blip2/core/host_tensor.hpp"
 #include "blip2/core/rng.hpp"
+#include "blip2/models/qformer/masks.hpp"
 #include "blip2/nn/attention.hpp"
 #include "blip2/nn/axpy.hpp"
 #include "blip2/nn/copy.hpp"
 #include "blip2/nn/gelu.hpp"
 #include "blip2/nn/layer_norm.hpp"
 #include "blip2/nn/linear.hpp"
-#include "blip2/nn/masks.hpp"
 
 using namespace blip2;
 
@@ -100,7 +100,7 @@ block_result<S> qformer_block(Be& be, const block_weights<S>& w, const host_tens
   linear_forward(be, ck, image, w.ck.w, w.ck.b);                       // (B, N, E) -> (B, N, C)
   linear_forward(be, cv, image, w.cv.w, w.cv.b);
   host_tensor<S, 4> cprobs({B, NH, Q, N});                             // cross-attention cache
-  attention_forward(be, cctx, attention_cache<S>{cprobs.view()}, cq, ck, cv, NH, bidirectional_mask{}, no_padding);
+  attention_forward(be, cctx, attention_cache<S>{cprobs.view()}, cq, ck, cv, NH, bidirectional{}, no_padding);
   linear_forward(be, c, cctx, w.co.w, w.co.b);                         // (B, Q, C)
   axpy(be, c, hq);                                                     // residual
   host_tensor<S, 1> mean2({B * Q}), rstd2({B * Q});

@@ -20,6 +20,7 @@
 #include <string>
 #include <tuple>
 
+#include "blip2/backend/reference/reference_backend.hpp"
 #include "blip2/nn/qformer.hpp"
 
 using namespace blip2;

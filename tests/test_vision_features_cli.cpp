@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <string>
 
+#include "blip2/backend/reference/reference_backend.hpp"
 #include "blip2/io/vision_checkpoint.hpp"
 #include "harness/run_program.hpp"
 #include "harness/temp_dir.hpp"

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "blip2/core/host_tensor.hpp"
+#include "blip2/models/qformer/masks.hpp"
 #include "blip2/nn/attention.hpp"
 #include "blip2/nn/dropout.hpp"
 #include "harness/backend_ops.hpp"
@@ -22,10 +23,10 @@ enum class padding { none, partial, batch1_all };
 template <class F>
 void with_policy(policy p, index_t Q, F&& f) {
   switch (p) {
-    case policy::bidirectional: f(bidirectional_mask{}); break;
+    case policy::bidirectional: f(bidirectional{}); break;
     case policy::unimodal: f(unimodal_mask{Q}); break;
     case policy::multimodal_causal: f(multimodal_causal_mask{Q}); break;
-    case policy::cached_query_kv: f(cached_query_kv_mask{Q}); break;
+    case policy::cached_query_kv: f(causal{Q}); break;
   }
 }
 
@@ -187,7 +188,7 @@ void check_dropout_rule(Be& be) {
   for (index_t b = 0; b < B; ++b)
     for (index_t s = 0; s < S; ++s) v(b, s, s) = 1.0f;
   attention_forward(be, out.view(), attention_cache<float>{probs.view()}, q.view(), k.view(), v.view(), 1,
-                    bidirectional_mask{}, no_padding, p, seed);
+                    bidirectional{}, no_padding, p, seed);
   // probs (B, 1, T, S) has the same flat indices as expected (B, T, S)
   dropout_forward(be, expected.view(), reshape<3>(probs.view(), {B, T, S}), p, seed);
   int dropped = 0;
@@ -214,21 +215,21 @@ TEST_CASE("attention: argument checks") {
   host_tensor<float, 3> q({1, 3, 6}), kv({1, 4, 6}), out({1, 3, 6});
   host_tensor<float, 4> probs({1, 2, 3, 4});
   attention_cache<float> cache{probs.view()};
-  CHECK_NOTHROW(attention_forward(be, out.view(), cache, q.view(), kv.view(), kv.view(), 2, bidirectional_mask{},
+  CHECK_NOTHROW(attention_forward(be, out.view(), cache, q.view(), kv.view(), kv.view(), 2, bidirectional{},
                                   no_padding));
-  CHECK_THROWS_AS(attention_forward(be, out.view(), cache, q.view(), kv.view(), kv.view(), 4, bidirectional_mask{},
+  CHECK_THROWS_AS(attention_forward(be, out.view(), cache, q.view(), kv.view(), kv.view(), 4, bidirectional{},
                                     no_padding),
                   shape_error);  // C = 6 is no multiple of 4 heads
-  CHECK_THROWS_AS(attention_forward(be, out.view(), cache, q.view(), kv.view(), kv.view(), 2, bidirectional_mask{},
+  CHECK_THROWS_AS(attention_forward(be, out.view(), cache, q.view(), kv.view(), kv.view(), 2, bidirectional{},
                                     no_padding, 1.0),
                   value_error);  // p must be < 1
   CHECK_THROWS_AS(attention_forward(be, out.view(), cache, q.view(), kv.view(), kv.view(), 2,
                                     multimodal_causal_mask{1}, no_padding),
                   shape_error);  // a self-attention mask over T = 3 queries and S = 4 keys
-  CHECK_NOTHROW(attention_forward(be, out.view(), cache, q.view(), kv.view(), kv.view(), 2, cached_query_kv_mask{1},
+  CHECK_NOTHROW(attention_forward(be, out.view(), cache, q.view(), kv.view(), kv.view(), 2, causal{1},
                                   no_padding));  // S = Q + T
   host_tensor<float, 2> pad({1, 3}, 1.0f);
-  CHECK_THROWS_AS(attention_forward(be, out.view(), cache, q.view(), kv.view(), kv.view(), 2, bidirectional_mask{},
+  CHECK_THROWS_AS(attention_forward(be, out.view(), cache, q.view(), kv.view(), kv.view(), 2, bidirectional{},
                                     pad.view()),
                   shape_error);  // padding must be (B, S)
 }

@@ -1,6 +1,7 @@
 // Finite-difference checks for attention_backward (dq, dk, dv) under every mask policy, with key
 // padding, and with attention-probs dropout (p = 0.3, fixed seed: the mask is a constant of the seed).
 #pragma once
+#include "blip2/models/qformer/masks.hpp"
 #include "blip2/nn/attention.hpp"
 #include "harness/gradcheck.hpp"
 
@@ -18,10 +19,10 @@ inline void add_attention_grads(std::vector<grad_case>& cases) {
   };
   auto with_policy = [](policy p, index_t Q, auto&& f) {
     switch (p) {
-      case policy::bidirectional: f(bidirectional_mask{}); break;
+      case policy::bidirectional: f(bidirectional{}); break;
       case policy::unimodal: f(unimodal_mask{Q}); break;
       case policy::multimodal_causal: f(multimodal_causal_mask{Q}); break;
-      case policy::cached_query_kv: f(cached_query_kv_mask{Q}); break;
+      case policy::cached_query_kv: f(causal{Q}); break;
     }
   };
   for (const config& c : {config{2, 3, 5, 4, 2, policy::bidirectional, 0, true, false, 0.0},

@@ -26,7 +26,8 @@ concept backend = requires {
   { B::name } -> std::convertible_to<std::string_view>;
 };
 
-// The op list. Each tag names one kernel; the public function of the same name lives in nn/ or loss/.
+// The op list. Each tag names one kernel; the public function of the same name checks
+// the arguments and dispatches.
 namespace op {
 #define BLIP2_OP(name_)                                   \
   struct name_ {                                          \

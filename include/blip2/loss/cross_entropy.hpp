@@ -17,7 +17,6 @@
 #include <type_traits>
 
 #include "blip2/backend/backend.hpp"
-#include "blip2/backend/reference/cross_entropy.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

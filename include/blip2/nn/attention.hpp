@@ -4,7 +4,7 @@
 //             NH heads, HS = C / NH head size (head h uses channels [h HS, (h + 1) HS), the Hugging Face
 //             BertSelfAttention layout).
 //   forward:
-//     scores(b, h, t, s) = q_h(b, t) . k_h(b, s) / sqrt(HS) + mask(b, t, s)    mask from nn/masks.hpp:
+//     scores(b, h, t, s) = q_h(b, t) . k_h(b, s) / sqrt(HS) + mask(b, t, s)    mask from core/mask_policy.hpp:
 //                          (1 - m) * -10000, m = policy.allowed(t, s) ? key_padding(b, s) : 0
 //     probs(b, h, t, :)  = softmax(scores(b, h, t, :))                         cached (before dropout)
 //     dropped            = probs * keep / (1 - p)                              attention-probs dropout
@@ -19,9 +19,8 @@
 #include <cstdint>
 
 #include "blip2/backend/backend.hpp"
-#include "blip2/backend/reference/attention.hpp"
 #include "blip2/core/check.hpp"
-#include "blip2/nn/masks.hpp"
+#include "blip2/core/mask_policy.hpp"
 
 namespace blip2 {
 

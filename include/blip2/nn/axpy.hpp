@@ -5,7 +5,6 @@
 // f unchanged and adds it to dx with axpy(dx, dout, 1). y is read and written: an accumulation.
 #pragma once
 #include "blip2/backend/backend.hpp"
-#include "blip2/backend/reference/axpy.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

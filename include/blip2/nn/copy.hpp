@@ -2,7 +2,6 @@
 // a gather of rows) without a hand-written loop at the call site.
 #pragma once
 #include "blip2/backend/backend.hpp"
-#include "blip2/backend/reference/copy.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

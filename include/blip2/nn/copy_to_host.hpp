@@ -3,7 +3,6 @@
 // On a host backend it is a copy.
 #pragma once
 #include "blip2/backend/backend.hpp"
-#include "blip2/backend/reference/copy.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

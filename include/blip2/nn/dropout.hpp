@@ -12,7 +12,6 @@
 #include <cstdint>
 
 #include "blip2/backend/backend.hpp"
-#include "blip2/backend/reference/dropout.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

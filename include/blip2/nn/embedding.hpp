@@ -11,7 +11,6 @@
 #include <type_traits>
 
 #include "blip2/backend/backend.hpp"
-#include "blip2/backend/reference/embedding.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

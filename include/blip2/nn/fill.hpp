@@ -4,7 +4,6 @@
 #include <concepts>
 
 #include "blip2/backend/backend.hpp"
-#include "blip2/backend/reference/fill.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

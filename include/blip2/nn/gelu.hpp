@@ -7,7 +7,6 @@
 // NaN in, NaN out (forward and backward).
 #pragma once
 #include "blip2/backend/backend.hpp"
-#include "blip2/backend/reference/gelu.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

@@ -9,7 +9,6 @@
 // A zero row gives a zero output and the gradient dout / eps, as in PyTorch.
 #pragma once
 #include "blip2/backend/backend.hpp"
-#include "blip2/backend/reference/l2_normalize.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

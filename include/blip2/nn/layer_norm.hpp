@@ -6,7 +6,6 @@
 //             dweight += ..., dbias += ...
 #pragma once
 #include "blip2/backend/backend.hpp"
-#include "blip2/backend/reference/layer_norm.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

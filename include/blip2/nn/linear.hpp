@@ -10,7 +10,6 @@
 // Each has an overload without bias / dbias.
 #pragma once
 #include "blip2/backend/backend.hpp"
-#include "blip2/backend/reference/linear.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

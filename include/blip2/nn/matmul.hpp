@@ -12,7 +12,6 @@
 //   dB += alpha A^T dC:  matmul(be, dB, transpose(A), dC, alpha, 1)   (summed over batch when B broadcasts)
 #pragma once
 #include "blip2/backend/backend.hpp"
-#include "blip2/backend/reference/matmul.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

@@ -24,7 +24,7 @@
 //   image pass         queries only, cross-attention to the image                    (ITC image side)
 //   text pass          text only, padding mask                                        (ITC text side)
 //   joint pass         [queries ; text], bidirectional or multimodal-causal, cross-attention on queries
-//   cached-K/V pass    text only, keys/values prefixed by an image pass's query K/V, cached_query_kv_mask
+//   cached-K/V pass    text only, keys/values prefixed by an image pass's query K/V, causal{P}
 //                      (ITG training: equals the multimodal-causal joint pass on the text rows)
 // Parameter gradients accumulate into model.g; gradients of an image pass's K/V used as a prefix are
 // added to that pass's dk_extra/dv_extra, so run the cached-K/V pass's backward before the image pass's.
@@ -67,7 +67,7 @@
 #include "blip2/nn/gelu.hpp"
 #include "blip2/nn/layer_norm.hpp"
 #include "blip2/nn/linear.hpp"
-#include "blip2/nn/masks.hpp"
+#include "blip2/models/qformer/masks.hpp"
 #include "blip2/nn/qformer_weights.hpp"
 
 namespace blip2 {
@@ -344,11 +344,11 @@ enum dropout_site : int { embed_site = 0, self_probs, self_out, cross_probs, cro
 template <class T, class F>
 void with_self_mask(const qformer_pass_state<T>& st, F&& f) {
   if (st.P > 0)
-    f(cached_query_kv_mask{st.P});
+    f(causal{st.P});
   else if (st.in.attention == qformer_attention::multimodal_causal)
     f(multimodal_causal_mask{st.Lq});
   else
-    f(bidirectional_mask{});
+    f(bidirectional{});
 }
 
 }  // namespace detail
@@ -608,7 +608,7 @@ void qformer_forward(Be& be, const qformer_model<T>& m, qformer_pass_state<T>& s
       auto h1q = detail::row_range(ls.h1, 0, Lq * B);
       linear_forward(be, ls.cq, h1q, W.cross.query.weight, W.cross.query.bias);
       attention_forward(be, detail::by_batch(ls.cctx, B), attention_cache<T>{ls.cprobs}, detail::by_batch(ls.cq, B),
-                        ls.ck, ls.cv, NH, bidirectional_mask{}, no_padding, p_attn,
+                        ls.ck, ls.cv, NH, bidirectional{}, no_padding, p_attn,
                         detail::site_seed(in.seed, l, detail::cross_probs));
       // h2 = LayerNorm(dropout(cctx Wd' + bd') + h1)
       linear_forward(be, ls.sum2, ls.cctx, W.cross.dense.weight, W.cross.dense.bias);
@@ -732,7 +732,7 @@ void qformer_backward(Be& be, qformer_model<T>& m, qformer_pass_state<T>& st, te
       if (!gather) std::fill(st.g_c.data(), st.g_c.data() + st.g_c.size(), T{});
       attention_backward(be, detail::by_batch(st.g_c, B), dck, dcv, detail::by_batch(st.g_cq, B),
                          detail::by_batch(ls.cq, B), ls.ck, ls.cv, attention_cache<T>{ls.cprobs}, NH,
-                         bidirectional_mask{}, no_padding, p_attn, detail::site_seed(in.seed, l, detail::cross_probs),
+                         bidirectional{}, no_padding, p_attn, detail::site_seed(in.seed, l, detail::cross_probs),
                          gather ? grad_write::assign : grad_write::accumulate);
       if (gather) {
         detail::scatter_add_images(be, img.dk[li], st.g_ck, in.image_index);

@@ -4,12 +4,11 @@
 //   forward:  out(r, :) = softmax(inp(r, :) + mask(r, :)), numerically stable (the row maximum is
 //             subtracted first). mask is (R, N) with any strides: a stride of 0 broadcasts it (one key
 //             padding row for all queries, one (T, N) pattern for every batch). Masks of BLIP-2 are
-//             additive, (1 - m) * -10000 (nn/masks.hpp), so a fully masked row stays finite.
+//             additive, (1 - m) * -10000 (core/mask_policy.hpp), so a fully masked row stays finite.
 //   backward: dinp(r, n) = out(r, n) * (dout(r, n) - sum_j dout(r, j) out(r, j)), assigned or added with
 //             grad_write::accumulate. The mask is a constant: it has no gradient.
 #pragma once
 #include "blip2/backend/backend.hpp"
-#include "blip2/backend/reference/softmax.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

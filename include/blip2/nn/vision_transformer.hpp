@@ -49,7 +49,7 @@
 #include "blip2/nn/gelu.hpp"
 #include "blip2/nn/layer_norm.hpp"
 #include "blip2/nn/linear.hpp"
-#include "blip2/nn/masks.hpp"
+#include "blip2/core/mask_policy.hpp"
 #include "blip2/nn/qformer_weights.hpp"  // linear_weights, layer_norm_weights
 #include "blip2/nn/vision_config.hpp"
 
@@ -409,7 +409,7 @@ void vision_forward(Be& be, const vision_model<T>& m, vision_state<T>& st, Px&& 
       // x = x + projection(attention(LayerNorm1(x) W_qkv^T + b_qkv))
       layer_norm_forward(be, h, layer_norm_cache<T>{mean, rstd}, x, L.norm1.weight, L.norm1.bias, eps);
       linear_forward(be, qkv, h, L.qkv.weight, L.qkv.bias);  // an empty bias (no qkv_bias) is none
-      attention_forward(be, ctx3, attention_cache<T>{probs}, q, k, v, NH, bidirectional_mask{}, no_padding);
+      attention_forward(be, ctx3, attention_cache<T>{probs}, q, k, v, NH, bidirectional{}, no_padding);
       linear_forward(be, h, ctx, L.projection.weight, L.projection.bias);
       axpy(be, x, h);
       // x = x + fc2(gelu(fc1(LayerNorm2(x))))

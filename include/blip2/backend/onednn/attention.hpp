@@ -28,7 +28,7 @@ namespace blip2 {
 namespace onednn_detail {
 
 template <class Mask>
-inline constexpr bool always_allowed = std::is_same_v<Mask, bidirectional_mask>;
+inline constexpr bool always_allowed = std::is_same_v<Mask, bidirectional>;
 
 // Whether oneDNN can describe every one of these views (no zero or negative strides in a matrix).
 template <class... Views>

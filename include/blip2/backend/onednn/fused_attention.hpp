@@ -32,7 +32,7 @@
 
 #include "blip2/backend/reference/attention.hpp"
 #include "blip2/backend/reference/reference_backend.hpp"
-#include "blip2/nn/masks.hpp"
+#include "blip2/core/mask_policy.hpp"
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define BLIP2_FUSED_AVX2 1
@@ -203,7 +203,7 @@ template <index_t N, class Mask>
 BLIP2_ALWAYS_INLINE void forward_head(const fused_attention_args& a, const Mask& mask,
                                       const tensor_view<const float, 2>& key_padding, index_t i, float* buf) {
   const index_t b = i / a.NH, h = i % a.NH, S = a.S, HS = N ? N : a.HS;
-  const bool masked = !std::is_same_v<Mask, bidirectional_mask> || key_padding.data();
+  const bool masked = !std::is_same_v<Mask, bidirectional> || key_padding.data();
   float* __restrict kp = buf;          // (S, HS): k_h packed
   float* __restrict vp = kp + S * HS;  // (S, HS): v_h packed
   float* __restrict o = vp + S * HS;   // (HS): one output row's sums (when not in registers)

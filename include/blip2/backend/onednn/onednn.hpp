@@ -1,6 +1,8 @@
-// blip2/backend/onednn/onednn.hpp: the oneDNN backend with all its kernels (and explicit fallbacks).
+// blip2/backend/onednn/onednn.hpp: the oneDNN backend with all its kernels (and explicit fallbacks), and
+// the reference backend whole (double calls and fallbacks run its kernels; tests compare with it).
 #pragma once
 #include "blip2/backend/onednn/onednn_backend.hpp"
+#include "blip2/backend/reference/reference_backend.hpp"
 #include "blip2/backend/onednn/attention.hpp"
 #include "blip2/backend/onednn/axpy.hpp"
 #include "blip2/backend/onednn/copy.hpp"

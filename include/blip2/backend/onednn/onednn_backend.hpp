@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "blip2/backend/backend.hpp"
-#include "blip2/backend/reference/reference_backend.hpp"
+#include "blip2/backend/reference/base.hpp"
 #include "blip2/core/tensor_view.hpp"
 
 namespace blip2 {

@@ -1,8 +1,8 @@
 // blip2/backend/reference/attention.hpp: the fused attention kernels of the reference backend.
 //
 // Dimensions: B batch, NH heads, T query positions, S key positions, HS head size, C = NH HS.
-// Arguments are checked by the public op in nn/attention.hpp. The mask is asked element by element
-// through additive_mask() (nn/masks.hpp); nothing of size (T, S) is made besides the probs cache.
+// Arguments are checked by the public op (blip2::attention_*). The mask is asked element by element
+// through additive_mask() (core/mask_policy.hpp); nothing of size (T, S) is made besides the probs cache.
 // Backward keeps no (T, S) scratch either: it recomputes dprobs for each query row in two passes.
 #pragma once
 #include <cmath>
@@ -10,9 +10,9 @@
 #include <limits>
 
 #include "blip2/backend/reference/dropout.hpp"
-#include "blip2/backend/reference/reference_backend.hpp"
+#include "blip2/backend/reference/base.hpp"
 #include "blip2/core/check.hpp"
-#include "blip2/nn/masks.hpp"
+#include "blip2/core/mask_policy.hpp"
 
 namespace blip2 {
 namespace detail {

@@ -1,6 +1,6 @@
 // axpy and copy kernels of the reference backend. Dimensions: R rows, C columns.
 #pragma once
-#include "blip2/backend/reference/reference_backend.hpp"
+#include "blip2/backend/reference/base.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

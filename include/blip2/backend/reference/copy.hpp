@@ -2,7 +2,7 @@
 // memory (op::copy) and between it and the host (op::copy_to_host, op::copy_from_host: the reference
 // backend's memory is the host's, so all three are the same loop).
 #pragma once
-#include "blip2/backend/reference/reference_backend.hpp"
+#include "blip2/backend/reference/base.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

@@ -1,9 +1,9 @@
 // blip2/backend/reference/cross_entropy.hpp: softmax cross-entropy kernels of the reference backend.
-// Dimensions: R rows, V classes. Arguments (targets, smoothing) are checked by loss/cross_entropy.hpp.
+// Dimensions: R rows, V classes. Arguments (targets, smoothing) are checked by the public op (blip2::cross_entropy_*).
 #pragma once
 #include <cmath>
 
-#include "blip2/backend/reference/reference_backend.hpp"
+#include "blip2/backend/reference/base.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

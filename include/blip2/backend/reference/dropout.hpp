@@ -7,11 +7,11 @@
 // dropped one is exactly 0 (also when the input is NaN or Inf, where PyTorch's multiply-by-mask would
 // give NaN). p == 0 keeps everything and scales by 1. No mask is stored: backward draws it again, and
 // since a draw depends on (seed, i) only, the mask is the same whatever the thread count or loop order.
-// Dimensions: R rows, C columns (index i = r C + c). Arguments are checked by nn/dropout.hpp.
+// Dimensions: R rows, C columns (index i = r C + c). Arguments are checked by the public op (blip2::dropout_*).
 #pragma once
 #include <cstdint>
 
-#include "blip2/backend/reference/reference_backend.hpp"
+#include "blip2/backend/reference/base.hpp"
 #include "blip2/core/check.hpp"
 #include "blip2/core/rng.hpp"
 

@@ -1,10 +1,10 @@
 // blip2/backend/reference/embedding.hpp: embedding (row gather) kernels of the reference backend.
 // Dimensions: N looked-up positions, V table rows, C channels. Arguments (ids inside [0, V)) are
-// checked by nn/embedding.hpp.
+// checked by the public op (blip2::embedding_*).
 #pragma once
 #include <algorithm>
 
-#include "blip2/backend/reference/reference_backend.hpp"
+#include "blip2/backend/reference/base.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

@@ -1,6 +1,6 @@
 // fill kernel of the reference backend: dst = value over a rank-4 view of any strides.
 #pragma once
-#include "blip2/backend/reference/reference_backend.hpp"
+#include "blip2/backend/reference/base.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

@@ -1,9 +1,9 @@
 // blip2/backend/reference/gelu.hpp: exact (erf) GELU kernels of the reference backend.
-// Dimensions: R rows, C columns (any tensor, seen as rows). Arguments are checked by nn/gelu.hpp.
+// Dimensions: R rows, C columns (any tensor, seen as rows). Arguments are checked by the public op (blip2::gelu_*).
 #pragma once
 #include <cmath>
 
-#include "blip2/backend/reference/reference_backend.hpp"
+#include "blip2/backend/reference/base.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

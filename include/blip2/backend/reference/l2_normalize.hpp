@@ -1,9 +1,9 @@
 // blip2/backend/reference/l2_normalize.hpp: row L2 normalisation kernels of the reference backend.
-// Dimensions: R rows, D features. Arguments are checked by nn/l2_normalize.hpp.
+// Dimensions: R rows, D features. Arguments are checked by the public op (blip2::l2_normalize_*).
 #pragma once
 #include <cmath>
 
-#include "blip2/backend/reference/reference_backend.hpp"
+#include "blip2/backend/reference/base.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

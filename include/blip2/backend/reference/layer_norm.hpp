@@ -1,9 +1,9 @@
 // blip2/backend/reference/layer_norm.hpp: LayerNorm kernels of the reference backend.
-// Dimensions: R rows, C channels. Arguments are checked by the public op in nn/layer_norm.hpp.
+// Dimensions: R rows, C channels. Arguments are checked by the public op (blip2::layer_norm_*).
 #pragma once
 #include <cmath>
 
-#include "blip2/backend/reference/reference_backend.hpp"
+#include "blip2/backend/reference/base.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

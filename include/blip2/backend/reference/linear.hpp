@@ -1,8 +1,8 @@
 // blip2/backend/reference/linear.hpp: linear kernels of the reference backend.
-// Dimensions: R rows, K input features, N output features. Arguments are checked by the public op in
-// nn/linear.hpp; an empty view (data() == nullptr) for bias, dbias or dinp means "none".
+// Dimensions: R rows, K input features, N output features. Arguments are checked by the public op
+// (blip2::linear_*); an empty view (data() == nullptr) for bias, dbias or dinp means "none".
 #pragma once
-#include "blip2/backend/reference/reference_backend.hpp"
+#include "blip2/backend/reference/base.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

@@ -1,8 +1,8 @@
 // blip2/backend/reference/matmul.hpp: the batched strided matmul of the reference backend.
 // Dimensions: batch, M, K, N. Arguments are checked (and broadcasts made explicit as zero strides) by the
-// public op in nn/matmul.hpp.
+// public op (blip2::matmul).
 #pragma once
-#include "blip2/backend/reference/reference_backend.hpp"
+#include "blip2/backend/reference/base.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

@@ -1,41 +1,24 @@
-// blip2/backend/reference/reference_backend.hpp: the readable backend, the oracle for all others.
+// blip2/backend/reference/reference_backend.hpp: the readable backend, the oracle for all others, with
+// every kernel.
 //
 // Plain loops over tensor_views, templated on the scalar so every kernel also runs in double (the
 // gradient checks and the conformance tests use that), parallelised with OpenMP when it is enabled.
-// Each op's kernel lives in a file of the op's name beside this one.
+// Each op's kernel lives in a file of the op's name beside this one; this header registers them all, so
+// the public ops (which include only backend.hpp and core/) find a kernel for reference_backend.
+// The type itself and reference_fallback are in base.hpp.
 #pragma once
-#include "blip2/backend/backend.hpp"
-#include "blip2/core/memory_space.hpp"
-
-#include <utility>
-
-#if defined(_OPENMP)
-#include <omp.h>
-#define BLIP2_OMP_FOR _Pragma("omp parallel for schedule(static)")
-#define BLIP2_OMP_FOR_COLLAPSE2 _Pragma("omp parallel for collapse(2) schedule(static)")
-#else
-#define BLIP2_OMP_FOR
-#define BLIP2_OMP_FOR_COLLAPSE2
-#endif
-
-namespace blip2 {
-
-struct reference_backend {
-  using memory_space = host_space;
-  static constexpr const char* name = "reference";
-};
-
-// The explicit fallback: run the reference kernel on a host backend's views.
-template <class Op>
-struct reference_fallback {
-  static constexpr bool is_fallback = true;
-  template <class Backend, class... Args>
-  static void run(Backend&, Args&&... args) {
-    static_assert(Backend::memory_space::host_accessible,
-                  "blip2::reference_fallback: only a host backend can fall back to the reference kernels");
-    reference_backend ref;
-    kernel<reference_backend, Op>::run(ref, std::forward<Args>(args)...);
-  }
-};
-
-}  // namespace blip2
+#include "blip2/backend/reference/base.hpp"
+#include "blip2/backend/reference/attention.hpp"
+#include "blip2/backend/reference/axpy.hpp"
+#include "blip2/backend/reference/copy.hpp"
+#include "blip2/backend/reference/cross_entropy.hpp"
+#include "blip2/backend/reference/dropout.hpp"
+#include "blip2/backend/reference/embedding.hpp"
+#include "blip2/backend/reference/fill.hpp"
+#include "blip2/backend/reference/gelu.hpp"
+#include "blip2/backend/reference/l2_normalize.hpp"
+#include "blip2/backend/reference/layer_norm.hpp"
+#include "blip2/backend/reference/linear.hpp"
+#include "blip2/backend/reference/matmul.hpp"
+#include "blip2/backend/reference/row_max.hpp"
+#include "blip2/backend/reference/softmax.hpp"

@@ -1,9 +1,9 @@
 // blip2/backend/reference/row_max.hpp: row max / argmax kernels of the reference backend.
-// Dimensions: R rows, N columns (N >= 1). Arguments are checked by nn/row_max.hpp.
+// Dimensions: R rows, N columns (N >= 1). Arguments are checked by the public op (blip2::row_max_*).
 #pragma once
 #include <cmath>
 
-#include "blip2/backend/reference/reference_backend.hpp"
+#include "blip2/backend/reference/base.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

@@ -1,11 +1,11 @@
 // blip2/backend/reference/softmax.hpp: softmax kernels of the reference backend.
-// Dimensions: R rows, N entries per row. Arguments are checked by the public op in nn/softmax.hpp; an
+// Dimensions: R rows, N entries per row. Arguments are checked by the public op (blip2::softmax_*); an
 // empty mask view (data() == nullptr) means no mask. out may be inp (in place), dinp may be dout.
 #pragma once
 #include <cmath>
 #include <limits>
 
-#include "blip2/backend/reference/reference_backend.hpp"
+#include "blip2/backend/reference/base.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {

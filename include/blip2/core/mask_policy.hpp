@@ -1,7 +1,6 @@
-// blip2/nn/masks.hpp: the attention masks of BLIP-2, as policies.
+// blip2/core/mask_policy.hpp: attention masks as policies, and the two generic ones.
 //
-// Dimensions: B batch, Q learned queries, T query positions of an attention call (rows),
-//             S key positions (columns).
+// Dimensions: B batch, T query positions of an attention call (rows), S key positions (columns).
 //
 // A mask is a predicate over (row, col) = (query position, key position), plus an optional key padding
 // (B, S) of floats, 1 = keep, 0 = pad. A fused attention kernel asks the predicate directly and never
@@ -14,13 +13,12 @@
 // -inf/NaN: every score is shifted by the same -10000, and softmax gives the weights of the unmasked
 // scores (up to float rounding of score - 10000).
 //
-// The four policies, for a sequence [Q queries ; text] (position p < Q is a query):
-//   bidirectional_mask{}          everything allowed (ITC, ITM, and every cross-attention)
-//   unimodal_mask{Q}              queries see only queries, text sees only text: two streams, one sequence
-//   multimodal_causal_mask{Q}     queries see only queries; text position p sees all queries and text <= p
-//   cached_query_kv_mask{Q}       ITG's text pass over the queries' cached K/V: rows are text positions
-//                                 i = 0..T-1 only, columns are Q cached query keys then T text keys;
-//                                 allowed iff col < Q or col - Q <= i
+// The generic policies (a model's own ones live with the model: models/qformer/masks.hpp for BLIP-2):
+//   bidirectional{}        everything allowed (encoders, ITC, ITM, every cross-attention)
+//   causal{offset}         row t sees keys s <= t + offset; keys are `offset` cached keys, then the rows'
+//                          own keys (S = offset + T). causal{} is plain causal self-attention; causal{Q}
+//                          is ITG's text pass over the Q queries' cached K/V (text sees every query and
+//                          the text up to itself), and a decoder step over a K/V cache of P positions.
 #pragma once
 #include <concepts>
 #include <string_view>
@@ -39,52 +37,21 @@ concept mask_policy = requires(const P& p, index_t row, index_t col) {
 // The additive value of a masked key (Hugging Face BERT: (1 - m) * -10000).
 inline constexpr double masked_value = -10000.0;
 
-struct bidirectional_mask {
+struct bidirectional {
   static constexpr std::string_view name = "bidirectional";
   constexpr bool allowed(index_t, index_t) const { return true; }
   void check(index_t, index_t) const {}
 };
 
-struct unimodal_mask {
-  static constexpr std::string_view name = "unimodal";
-  index_t num_queries = 0;  // Q
-  constexpr bool allowed(index_t row, index_t col) const {
-    return (row < num_queries) == (col < num_queries);
-  }
+struct causal {
+  static constexpr std::string_view name = "causal";
+  index_t offset = 0;  // keys before the rows' own: cached positions
+  constexpr bool allowed(index_t row, index_t col) const { return col <= row + offset; }
   void check(index_t rows, index_t cols) const {
-    BLIP2_CHECK(rows == cols, shape_error, "unimodal_mask: self-attention over one sequence needs T == S, got T = ",
-                rows, ", S = ", cols);
-    BLIP2_CHECK(num_queries >= 0 && num_queries <= rows, shape_error, "unimodal_mask: Q = ", num_queries,
-                " must be in [0, T = ", rows, "]");
-  }
-};
-
-struct multimodal_causal_mask {
-  static constexpr std::string_view name = "multimodal_causal";
-  index_t num_queries = 0;  // Q
-  constexpr bool allowed(index_t row, index_t col) const {
-    return col < num_queries || (row >= num_queries && col <= row);
-  }
-  void check(index_t rows, index_t cols) const {
-    BLIP2_CHECK(rows == cols, shape_error,
-                "multimodal_causal_mask: self-attention over one sequence needs T == S, got T = ", rows, ", S = ",
-                cols);
-    BLIP2_CHECK(num_queries >= 0 && num_queries <= rows, shape_error, "multimodal_causal_mask: Q = ", num_queries,
-                " must be in [0, T = ", rows, "]");
-  }
-};
-
-struct cached_query_kv_mask {
-  static constexpr std::string_view name = "cached_query_kv";
-  index_t num_queries = 0;  // Q
-  constexpr bool allowed(index_t row, index_t col) const {
-    return col < num_queries || col - num_queries <= row;
-  }
-  void check(index_t rows, index_t cols) const {
-    BLIP2_CHECK(num_queries >= 0 && cols == num_queries + rows, shape_error,
-                "cached_query_kv_mask: keys are Q cached queries then the T text tokens, so S = Q + T is "
-                "needed; got Q = ",
-                num_queries, ", T = ", rows, ", S = ", cols);
+    BLIP2_CHECK(offset >= 0 && cols == offset + rows, shape_error,
+                "causal: keys are `offset` cached keys then the T rows' own, so S = offset + T is needed; got "
+                "offset = ",
+                offset, ", T = ", rows, ", S = ", cols);
   }
 };
 
