@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdio>
+#include <cstring>
 #include <map>
 
 #include "backend_ops/layer_norm_cases.hpp"
@@ -70,4 +71,61 @@ TEST_CASE("backend conformance: the harness fails when one output element is per
     }
   }
   CHECK(checked > 0);
+}
+
+namespace {
+// dinp of linear_backward and layer_norm_backward, with the parameter gradients (full) or with empty
+// dweight and dbias views (frozen), on backend be in precision T.
+template <class T, class Be>
+void check_frozen_dinp_bitwise(Be& be, const std::string& what) {
+  INFO(what);
+  const index_t R = 37, K = 53, N = 29;
+  rng r(5);
+  auto filled = [&](std::initializer_list<index_t> shape) {
+    io<T> x;
+    x.make("t", std::vector<index_t>(shape), r.normals());
+    return std::move(x.f["t"]);
+  };
+  auto inp = filled({R, K}), weight = filled({N, K}), dout = filled({R, N}), dweight = filled({N, K}),
+       dbias = filled({N}), acc = filled({R, K});
+  for (auto mode : {grad_write::assign, grad_write::accumulate}) {
+    auto full = acc, frozen = acc;
+    linear_backward(be, full.template view<2>(), dweight.template view<2>(), dbias.template view<1>(),
+                    tensor_view<const T, 2>(dout.template view<2>()), tensor_view<const T, 2>(inp.template view<2>()),
+                    tensor_view<const T, 2>(weight.template view<2>()), mode);
+    linear_backward(be, frozen.template view<2>(), tensor_view<T, 2>{}, tensor_view<T, 1>{},
+                    tensor_view<const T, 2>(dout.template view<2>()), tensor_view<const T, 2>(inp.template view<2>()),
+                    tensor_view<const T, 2>(weight.template view<2>()), mode);
+    CHECK_MESSAGE(std::memcmp(full.data.data(), frozen.data.data(), sizeof(T) * full.data.size()) == 0,
+                  "linear_backward: frozen dinp differs from the full backward's");
+  }
+  // layer_norm over (R, K): the cache from forward, then backward full and frozen
+  auto ln_w = filled({K}), ln_b = filled({K}), out = filled({R, K}), mean = filled({R}), rstd = filled({R}),
+       ln_dout = filled({R, K}), ln_dw = filled({K}), ln_db = filled({K});
+  layer_norm_forward(be, out.template view<2>(), layer_norm_cache<T>{mean.template view<1>(), rstd.template view<1>()},
+                     inp.template view<2>(), ln_w.template view<1>(), ln_b.template view<1>(), 1e-5);
+  for (auto mode : {grad_write::assign, grad_write::accumulate}) {
+    auto full = acc, frozen = acc;
+    const layer_norm_cache<T> cache{mean.template view<1>(), rstd.template view<1>()};
+    layer_norm_backward(be, full.template view<2>(), ln_dw.template view<1>(), ln_db.template view<1>(),
+                        ln_dout.template view<2>(), inp.template view<2>(), ln_w.template view<1>(), cache, mode);
+    layer_norm_backward(be, frozen.template view<2>(), tensor_view<T, 1>{}, tensor_view<T, 1>{},
+                        ln_dout.template view<2>(), inp.template view<2>(), ln_w.template view<1>(), cache, mode);
+    CHECK_MESSAGE(std::memcmp(full.data.data(), frozen.data.data(), sizeof(T) * full.data.size()) == 0,
+                  "layer_norm_backward: frozen dinp differs from the full backward's");
+  }
+}
+}  // namespace
+
+TEST_CASE("frozen backward: with empty dweight and dbias, dinp is bitwise the full backward's") {
+  reference_backend rb;
+  check_frozen_dinp_bitwise<double>(rb, "reference double");
+  check_frozen_dinp_bitwise<float>(rb, "reference float");
+#if BLIP2_TEST_ONEDNN
+  onednn_backend ob;
+  check_frozen_dinp_bitwise<float>(ob, "onednn f32");
+  onednn_backend bf;
+  bf.set_linear(onednn_backend::linear_precision::bf16);
+  check_frozen_dinp_bitwise<float>(bf, "onednn bf16 linear");
+#endif
 }

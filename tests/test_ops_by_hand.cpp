@@ -22,6 +22,7 @@
 #include "blip2/nn/fill.hpp"
 #include "blip2/nn/gelu.hpp"
 #include "blip2/nn/l2_normalize.hpp"
+#include "blip2/nn/layer_norm.hpp"
 #include "blip2/nn/linear.hpp"
 #include "blip2/nn/row_max.hpp"
 #if BLIP2_HAS_ONEDNN
@@ -257,6 +258,34 @@ TEST_CASE("fill and the host copies: values, strides, and a shape mismatch named
   CHECK(h(2, 1) == 0.25f);
   CHECK_THROWS_AS(copy_from_host(ob, h, a), shape_error);
 #endif
+}
+
+TEST_CASE("frozen backward: empty dweight and dbias are accepted; the views that are given are still checked") {
+  reference_backend be;
+  host_tensor<double, 2> inp({3, 4}, 0.5), dout({3, 2}, 1.0), weight({2, 4}, 0.25), dinp({3, 4});
+  host_tensor<double, 2> bad_dw({4, 2});
+  host_tensor<double, 1> dbias({2});
+  const tensor_view<double, 2> no_dw{};
+  const tensor_view<double, 1> no_db{};
+  linear_backward(be, dinp, no_dw, no_db, dout, inp, weight);
+  CHECK(dinp(2, 3) == 0.5);  // sum over N = 2 of 1 * 0.25
+  linear_backward(be, dinp, no_dw, dbias, dout, inp, weight);  // dbias alone
+  CHECK(dbias(1) == 3.0);
+  std::string msg = message_of<shape_error>([&] { linear_backward(be, dinp, bad_dw, no_db, dout, inp, weight); });
+  CHECK(msg.find("linear_backward: tensor 'dweight' has shape (4, 2) but (2, 4) was expected") != std::string::npos);
+  host_tensor<double, 2> ln_inp({3, 4}), ln_dinp({3, 4});
+  for (index_t k = 0; k < 12; ++k) ln_inp[k] = static_cast<double>(k % 5);
+  host_tensor<double, 1> w({4}, 1.0), b({4}, 0.0), mean({3}), rstd({3}), bad_db({3});
+  host_tensor<double, 2> out({3, 4}), ln_dout({3, 4}, 1.0);
+  const layer_norm_cache<double> cache{mean.view(), rstd.view()};
+  layer_norm_forward(be, out, cache, ln_inp, w, b, 1e-5);
+  layer_norm_backward(be, ln_dinp, no_db, no_db, ln_dout, ln_inp, w, cache);
+  for (index_t k = 0; k < 12; ++k) CHECK(std::abs(ln_dinp[k]) < 1e-12);  // a constant dout has no effect
+  msg = message_of<shape_error>([&] { layer_norm_backward(be, ln_dinp, no_db, bad_db, ln_dout, ln_inp, w, cache); });
+  CHECK(msg.find("layer_norm_backward: tensor 'dbias' has shape (3) but (4) was expected") != std::string::npos);
+  msg = message_of<shape_error>(
+      [&] { layer_norm_backward(be, tensor_view<double, 2>{}, no_db, no_db, ln_dout, ln_inp, w, cache); });
+  CHECK(msg.find("layer_norm_backward: dinp is required") != std::string::npos);
 }
 
 TEST_CASE("round_to_bf16: nearest with ties to even, overflow to infinity, NaN and infinities kept") {

@@ -118,10 +118,16 @@ inline void add_linear_cases(std::vector<op_case>& cases) {
     const std::string nb = bias ? "" : "no_bias";
     const auto dims = {std::pair<const char*, long long>{"B", B}, {"T", T}, {"K", K}, {"N", N}};
     cases.push_back(make_case("linear_forward", describe("linear_forward", dims, nb), init_inputs, {"out"}, forward));
+    // which gradients are asked for: all; no dinp (the first shape); frozen (no dweight, no dbias: every
+    // shape, both modes); no dweight but a dbias (the first two shapes)
+    enum class wanted { all, no_dinp, frozen, no_dweight };
     for (auto mode : {grad_write::assign, grad_write::accumulate}) {
-      // the first shape also runs with dinp "not needed" (an empty view)
-      for (bool skip_dinp : {false, true}) {
-        if (skip_dinp && (B != 1 || T != 5 || mode != grad_write::assign)) continue;
+      for (wanted w : {wanted::all, wanted::no_dinp, wanted::frozen, wanted::no_dweight}) {
+        const bool first = B == 1 && T == 5, second = B == 2 && T == 7;
+        if (w == wanted::no_dinp && (!first || mode != grad_write::assign)) continue;
+        if (w == wanted::no_dweight && (!(first || second) || !bias || mode != grad_write::assign)) continue;
+        const bool skip_dinp = w == wanted::no_dinp, skip_dweight = w == wanted::frozen || w == wanted::no_dweight,
+                   skip_dbias = w == wanted::frozen;
         auto init = [init_inputs, mode, skip_dinp, B = B, T = T, K = K, N = N](io<double>& x) {
           init_inputs(x);
           rng r(B * 7 + T * 5 + K * 3 + N);
@@ -133,18 +139,22 @@ inline void add_linear_cases(std::vector<op_case>& cases) {
           x.make("dweight", {N, K}, r.normals());  // pre-filled: parameter gradients accumulate
           x.make("dbias", {N}, r.normals());
         };
-        auto backward = [mode, bias = bias, skip_dinp](auto& be, auto& x) {
+        auto backward = [mode, bias = bias, skip_dinp, skip_dweight, skip_dbias](auto& be, auto& x) {
           using T_ = typename std::remove_cvref_t<decltype(x)>::scalar;
           auto dinp = skip_dinp ? tensor_view<T_, 3>{} : x.template out<3>("dinp");
+          auto dweight = skip_dweight ? tensor_view<T_, 2>{} : x.template out<2>("dweight");
+          auto dbias = skip_dbias ? tensor_view<T_, 1>{} : x.template out<1>("dbias");
           if (bias)
-            linear_backward(be, dinp, x.template out<2>("dweight"), x.template out<1>("dbias"),
-                            x.template in<3>("dout"), x.template in<3>("inp"), x.template in<2>("weight"), mode);
+            linear_backward(be, dinp, dweight, dbias, x.template in<3>("dout"), x.template in<3>("inp"),
+                            x.template in<2>("weight"), mode);
           else
-            linear_backward(be, dinp, x.template out<2>("dweight"), x.template in<3>("dout"),
-                            x.template in<3>("inp"), x.template in<2>("weight"), mode);
+            linear_backward(be, dinp, dweight, x.template in<3>("dout"), x.template in<3>("inp"),
+                            x.template in<2>("weight"), mode);
         };
         std::string extra = std::string(mode == grad_write::accumulate ? "accumulate" : "assign") +
-                            (bias ? "" : ",no_bias") + (skip_dinp ? ",no_dinp" : "");
+                            (bias ? "" : ",no_bias") + (skip_dinp ? ",no_dinp" : "") +
+                            (w == wanted::frozen ? ",frozen" : "") + (w == wanted::no_dweight ? ",no_dweight" : "");
+        // the gradients not asked for are compared too: they must keep their pre-filled values
         std::vector<std::string> outputs = {"dinp", "dweight"};
         if (bias) outputs.push_back("dbias");
         cases.push_back(make_case("linear_backward", describe("linear_backward", dims, extra), init, outputs,

@@ -1,5 +1,6 @@
-// Finite-difference checks for linear_backward (dinp, dweight, dbias) and for matmul's backward (two
-// matmuls through transposed views, with a broadcast operand).
+// Finite-difference checks for linear_backward (dinp, dweight, dbias; and frozen: dinp alone, with empty
+// dweight and dbias) and for matmul's backward (two matmuls through transposed views, with a broadcast
+// operand).
 #pragma once
 #include "blip2/nn/linear.hpp"
 #include "blip2/nn/matmul.hpp"
@@ -12,34 +13,39 @@ inline void add_linear_grads(std::vector<grad_case>& cases) {
     index_t B, T, K, N;  // inp (B, T, K)
     bool bias;
   };
-  for (auto [B, T, K, N, bias] : {shape{1, 3, 5, 4, true}, shape{2, 3, 7, 5, true}, shape{1, 1, 5, 3, false}}) {
-    grad_case g;
-    g.desc = describe("linear", {{"B", B}, {"T", T}, {"K", K}, {"N", N}}, bias ? "" : "no_bias");
-    g.init = [B = B, T = T, K = K, N = N](io<double>& x) {
-      rng r(B + 10 * T + 100 * K + 1000 * N);
-      x.make("inp", {B, T, K}, r.normals());
-      x.make("weight", {N, K}, r.normals());
-      x.make("bias", {N}, r.normals());
-      x.make("out", {B, T, N}, [](index_t) { return 0.0; });
-    };
-    g.wrt = bias ? std::vector<std::string>{"inp", "weight", "bias"} : std::vector<std::string>{"inp", "weight"};
-    g.outputs = {"out"};
-    g.forward = [bias = bias](reference_backend& be, io<double>& x) {
-      if (bias)
-        linear_forward(be, x.out<3>("out"), x.in<3>("inp"), x.in<2>("weight"), x.in<1>("bias"));
-      else
-        linear_forward(be, x.out<3>("out"), x.in<3>("inp"), x.in<2>("weight"));
-    };
-    g.backward = [bias = bias](reference_backend& be, io<double>& x) {
-      if (bias)
-        linear_backward(be, x.out<3>("dinp"), x.out<2>("dweight"), x.out<1>("dbias"), x.in<3>("dout"),
-                        x.in<3>("inp"), x.in<2>("weight"));
-      else
-        linear_backward(be, x.out<3>("dinp"), x.out<2>("dweight"), x.in<3>("dout"), x.in<3>("inp"),
-                        x.in<2>("weight"));
-    };
-    cases.push_back(std::move(g));
-  }
+  for (auto [B, T, K, N, bias] : {shape{1, 3, 5, 4, true}, shape{2, 3, 7, 5, true}, shape{1, 1, 5, 3, false}})
+    for (bool frozen : {false, true}) {
+      grad_case g;
+      g.desc = describe("linear", {{"B", B}, {"T", T}, {"K", K}, {"N", N}},
+                        std::string(bias ? "" : "no_bias") + (frozen ? (bias ? "frozen" : ",frozen") : ""));
+      g.init = [B = B, T = T, K = K, N = N](io<double>& x) {
+        rng r(B + 10 * T + 100 * K + 1000 * N);
+        x.make("inp", {B, T, K}, r.normals());
+        x.make("weight", {N, K}, r.normals());
+        x.make("bias", {N}, r.normals());
+        x.make("out", {B, T, N}, [](index_t) { return 0.0; });
+      };
+      g.wrt = frozen ? std::vector<std::string>{"inp"}
+              : bias ? std::vector<std::string>{"inp", "weight", "bias"}
+                     : std::vector<std::string>{"inp", "weight"};
+      g.outputs = {"out"};
+      g.forward = [bias = bias](reference_backend& be, io<double>& x) {
+        if (bias)
+          linear_forward(be, x.out<3>("out"), x.in<3>("inp"), x.in<2>("weight"), x.in<1>("bias"));
+        else
+          linear_forward(be, x.out<3>("out"), x.in<3>("inp"), x.in<2>("weight"));
+      };
+      g.backward = [bias = bias, frozen](reference_backend& be, io<double>& x) {
+        // frozen: empty parameter-gradient views, only dinp
+        auto dweight = frozen ? tensor_view<double, 2>{} : x.out<2>("dweight");
+        auto dbias = frozen || !bias ? tensor_view<double, 1>{} : x.out<1>("dbias");
+        if (bias)
+          linear_backward(be, x.out<3>("dinp"), dweight, dbias, x.in<3>("dout"), x.in<3>("inp"), x.in<2>("weight"));
+        else
+          linear_backward(be, x.out<3>("dinp"), dweight, x.in<3>("dout"), x.in<3>("inp"), x.in<2>("weight"));
+      };
+      cases.push_back(std::move(g));
+    }
 
   // C (P, M, N) = alpha * A (P, M, K) @ B (K, N), A stored transposed as (P, K, M), B shared by every
   // batch (batch stride 0). Backward, as a layer would write it:

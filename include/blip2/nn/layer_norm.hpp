@@ -2,8 +2,9 @@
 //
 // Dimensions: R rows (all leading dimensions of the input, flattened), C channels.
 //   forward:  out = (inp - mean) * rstd * weight + bias, rstd = 1 / sqrt(var + eps), biased variance
-//   backward: dinp (assigned, or accumulated with grad_write::accumulate: the residual stream),
-//             dweight += ..., dbias += ...
+//   backward: dinp (assigned, or accumulated with grad_write::accumulate: the residual stream; required),
+//             dweight += ..., dbias += ... (each may be an empty view, data() == nullptr: its work is
+//             skipped and no scratch is made for it; a frozen layer passes both empty)
 #pragma once
 #include "blip2/backend/backend.hpp"
 #include "blip2/core/check.hpp"
@@ -48,9 +49,11 @@ void layer_norm_backward(Be& be, DInp&& dinp, DW&& dweight, DB&& dbias, DOut&& d
   auto i = detail::as_const(detail::arg_rows<Be>(inp));                // (R, C)
   auto w = detail::as_const(detail::arg_view<Be, 1>(weight));          // (C)
   const index_t R = i.extent(0), C = i.extent(1);
+  BLIP2_CHECK(di.data() != nullptr || R * C == 0, shape_error, op,
+              ": dinp is required (only dweight and dbias may be empty views)");
   detail::check_shape(op, "dinp", di, {R, C});
-  detail::check_shape(op, "dweight", dw, {C});
-  detail::check_shape(op, "dbias", db, {C});
+  if (dw.data()) detail::check_shape(op, "dweight", dw, {C});
+  if (db.data()) detail::check_shape(op, "dbias", db, {C});
   detail::check_shape(op, "dout", dout_v, {R, C});
   detail::check_shape(op, "weight", w, {C});
   detail::check_shape(op, "cache.mean", cache.mean, {R});

@@ -3,10 +3,11 @@
 // Dimensions: R rows (all leading dimensions of the input, flattened: (B, T, K) is fine), K input
 // features, N output features.
 //   forward:  out = inp weight^T + bias           out (R, N), inp (R, K), weight (N, K), bias (N)
-//   backward: dinp  = dout weight   (assigned, or added with grad_write::accumulate; an empty view,
-//                                    data() == nullptr, means "not needed" and is skipped)
+//   backward: dinp  = dout weight   (assigned, or added with grad_write::accumulate)
 //             dweight += dout^T inp (always accumulated: parameter gradient)
 //             dbias   += sum over rows of dout (always accumulated)
+//             An empty view (data() == nullptr) for any of the three means "not needed": its work is
+//             skipped and no scratch is made for it. A frozen layer passes empty dweight and dbias.
 // Each has an overload without bias / dbias.
 #pragma once
 #include "blip2/backend/backend.hpp"
@@ -36,7 +37,7 @@ void linear_backward_checked(Be& be, DI di, DW dw, DB db, DO dout, I i, W w, gra
                 "linear_backward: all tensors must have the same element type");
   const index_t R = i.extent(0), K = i.extent(1), N = w.extent(0);
   if (di.data()) check_shape(op, "dinp", di, {R, K});
-  check_shape(op, "dweight", dw, {N, K});
+  if (dw.data()) check_shape(op, "dweight", dw, {N, K});
   if (db.data()) check_shape(op, "dbias", db, {N});
   check_shape(op, "dout", dout, {R, N});
   check_shape(op, "weight", w, {N, K});
@@ -63,8 +64,8 @@ void linear_forward(Be& be, Out&& out, In&& inp, W&& weight) {
                                  tensor_view<T, 1, typename Be::memory_space>{});
 }
 
-// dinp = dout weight (or += with grad_write::accumulate; skipped when dinp is empty),
-// dweight += dout^T inp, dbias += column sums of dout
+// dinp = dout weight (or += with grad_write::accumulate), dweight += dout^T inp, dbias += column sums of
+// dout; each skipped when its view is empty (frozen: empty dweight and dbias)
 template <backend Be, tensor DInp, tensor DW, tensor DB, tensor DOut, tensor In, tensor W>
 void linear_backward(Be& be, DInp&& dinp, DW&& dweight, DB&& dbias, DOut&& dout, In&& inp, W&& weight,
                      grad_write mode = grad_write::assign) {

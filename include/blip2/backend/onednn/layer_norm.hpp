@@ -72,6 +72,33 @@ template <>
 struct kernel<onednn_backend, op::layer_norm_backward> {
   static constexpr index_t column_block = 64;
 
+  // dweight += sum_r dout norm (DW), dbias += sum_r dout (DB), float views with unit column strides
+  template <bool DW, bool DB>
+  static void param_grads(tensor_view<float, 1> dweight, tensor_view<float, 1> dbias, tensor_view<const float, 2> dout,
+                          tensor_view<const float, 2> inp, tensor_view<const float, 1> mean,
+                          tensor_view<const float, 1> rstd) {
+    const index_t R = inp.extent(0), C = inp.extent(1);
+    const index_t blocks = (C + column_block - 1) / column_block;
+    BLIP2_OMP_FOR
+    for (index_t blk = 0; blk < blocks; ++blk) {
+      const index_t c0 = blk * column_block, n = std::min(column_block, C - c0);
+      float dw[column_block] = {}, db[column_block] = {};
+      for (index_t r = 0; r < R; ++r) {
+        const float* x = inp.data() + r * inp.stride(0) + c0;
+        const float* dy = dout.data() + r * dout.stride(0) + c0;
+        const float m = mean(r), s = rstd(r);
+        for (index_t c = 0; c < n; ++c) {
+          if constexpr (DW) dw[c] += dy[c] * ((x[c] - m) * s);
+          if constexpr (DB) db[c] += dy[c];
+        }
+      }
+      for (index_t c = 0; c < n; ++c) {
+        if constexpr (DW) dweight(c0 + c) += dw[c];
+        if constexpr (DB) dbias(c0 + c) += db[c];
+      }
+    }
+  }
+
   template <class T>
   static void run(onednn_backend& be, tensor_view<T, 2> dinp, tensor_view<T, 1> dweight, tensor_view<T, 1> dbias,
                   tensor_view<const T, 2> dout, tensor_view<const T, 2> inp, tensor_view<const T, 1> weight,
@@ -80,7 +107,8 @@ struct kernel<onednn_backend, op::layer_norm_backward> {
     if constexpr (!std::is_same_v<T, float>) {
       reference_fallback<op::layer_norm_backward>::run(be, dinp, dweight, dbias, dout, inp, weight, mean, rstd, mode);
     } else if (!onednn_detail::unit_columns(C, {dinp.stride(1), dout.stride(1), inp.stride(1), weight.stride(0),
-                                               dweight.stride(0), dbias.stride(0)})) {
+                                               dweight.data() ? dweight.stride(0) : 1,
+                                               dbias.data() ? dbias.stride(0) : 1})) {
       reference_fallback<op::layer_norm_backward>::run(be, dinp, dweight, dbias, dout, inp, weight, mean, rstd, mode);
     } else {
       const float* w = weight.data();
@@ -100,26 +128,14 @@ struct kernel<onednn_backend, op::layer_norm_backward> {
           dx[c] = acc ? dx[c] + g : g;
         }
       }
-      // dweight += sum_r dout norm, dbias += sum_r dout: blocks of columns, rows in order
-      const index_t blocks = (C + column_block - 1) / column_block;
-      BLIP2_OMP_FOR
-      for (index_t blk = 0; blk < blocks; ++blk) {
-        const index_t c0 = blk * column_block, n = std::min(column_block, C - c0);
-        float dw[column_block] = {}, db[column_block] = {};
-        for (index_t r = 0; r < R; ++r) {
-          const float* x = inp.data() + r * inp.stride(0) + c0;
-          const float* dy = dout.data() + r * dout.stride(0) + c0;
-          const float m = mean(r), s = rstd(r);
-          for (index_t c = 0; c < n; ++c) {
-            dw[c] += dy[c] * ((x[c] - m) * s);
-            db[c] += dy[c];
-          }
-        }
-        for (index_t c = 0; c < n; ++c) {
-          dweight(c0 + c) += dw[c];
-          dbias(c0 + c) += db[c];
-        }
-      }
+      // dweight += sum_r dout norm, dbias += sum_r dout: blocks of columns, rows in order; a frozen
+      // layer (both empty) skips this, and either is computed alone when the other is empty
+      if (dweight.data() && dbias.data())
+        param_grads<true, true>(dweight, dbias, dout, inp, mean, rstd);
+      else if (dweight.data())
+        param_grads<true, false>(dweight, dbias, dout, inp, mean, rstd);
+      else if (dbias.data())
+        param_grads<false, true>(dweight, dbias, dout, inp, mean, rstd);
     }
   }
 };

@@ -3,7 +3,8 @@
 // forward:  out = inp weight^T + bias is one matmul with a bias input; weight^T is the (K, N) view of
 //           weight with swapped strides (no copy).
 // backward: dinp = dout weight (beta 0, or beta 1 to accumulate), dweight += dout^T inp (beta 1: the sum
-//           post-op adds into the gradient), dbias += column sums of dout (a loop).
+//           post-op adds into the gradient), dbias += column sums of dout (a loop); each skipped when its
+//           view is empty (a frozen layer passes no dweight and no dbias).
 // With be.linear() == bf16, the products read dense copies of their inputs rounded to bfloat16
 // (core/bfloat16.hpp), in scratch slots of their own; the bias, dbias (from the float32 dout) and every
 // output stay float32.
@@ -83,9 +84,12 @@ struct kernel<onednn_backend, op::linear_backward> {
       reference_fallback<op::linear_backward>::run(be, dinp, dweight, dbias, dout, inp, weight, mode);  // double
     } else {
       using namespace onednn_detail;
-      const auto g = linear_input(be, bf16_slot_a, dout), x = linear_input(be, bf16_slot_b, inp);
-      const auto w = dinp.data() ? linear_input(be, bf16_slot_c, weight) : weight;
-      if ((dinp.data() && !matmul_fits(dinp, g, w)) || !matmul_fits(dweight, transpose(g), x)) {
+      // each rounded copy only when a product reads it: a frozen layer (dweight empty) rounds no inp
+      const bool want_dinp = dinp.data(), want_dweight = dweight.data();
+      const auto g = want_dinp || want_dweight ? linear_input(be, bf16_slot_a, dout) : dout;
+      const auto x = want_dweight ? linear_input(be, bf16_slot_b, inp) : inp;
+      const auto w = want_dinp ? linear_input(be, bf16_slot_c, weight) : weight;
+      if ((want_dinp && !matmul_fits(dinp, g, w)) || (want_dweight && !matmul_fits(dweight, transpose(g), x))) {
         // zero or negative strides inside a matrix: no oneDNN descriptor for them (the rounded copies
         // are dense, but dinp or dweight may not be); dbias from the float32 dout, as below
         reference_fallback<op::linear_backward>::run(be, dinp, dweight, tensor_view<float, 1>{}, g, x, w, mode);
@@ -94,9 +98,9 @@ struct kernel<onednn_backend, op::linear_backward> {
       }
       // forward: out = inp weight^T + bias
       // dinp (R, K) = dout (R, N) @ weight (N, K), assigned (beta 0) or accumulated (beta 1)
-      if (dinp.data()) run_matmul<2>(be, dinp, g, w, 1.0f, mode == grad_write::accumulate ? 1.0f : 0.0f);
-      // dweight (N, K) += dout^T (N, R) @ inp (R, K)
-      run_matmul<2>(be, dweight, transpose(g), x, 1.0f, 1.0f);
+      if (want_dinp) run_matmul<2>(be, dinp, g, w, 1.0f, mode == grad_write::accumulate ? 1.0f : 0.0f);
+      // dweight (N, K) += dout^T (N, R) @ inp (R, K), unless the layer is frozen
+      if (want_dweight) run_matmul<2>(be, dweight, transpose(g), x, 1.0f, 1.0f);
       add_column_sums(dbias, dout);
     }
   }

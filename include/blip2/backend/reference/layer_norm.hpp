@@ -57,16 +57,21 @@ struct kernel<reference_backend, op::layer_norm_backward> {
         dinp(r, c) = (mode == grad_write::accumulate ? dinp(r, c) : T(0)) + g;
       }
     }
-    // dweight, dbias: columns are independent (no races, no atomics).
+    // dweight, dbias: columns are independent (no races, no atomics). A frozen layer passes neither
+    // (empty views) and skips this entirely; either may be given alone.
+    if (!dweight.data() && !dbias.data()) return;
     BLIP2_OMP_FOR
     for (index_t c = 0; c < C; ++c) {
-      T dw = 0, db = 0;
-      for (index_t r = 0; r < R; ++r) {
-        dw += dout(r, c) * (inp(r, c) - mean(r)) * rstd(r);
-        db += dout(r, c);
+      if (dweight.data()) {
+        T dw = 0;
+        for (index_t r = 0; r < R; ++r) dw += dout(r, c) * (inp(r, c) - mean(r)) * rstd(r);
+        dweight(c) += dw;
       }
-      dweight(c) += dw;
-      dbias(c) += db;
+      if (dbias.data()) {
+        T db = 0;
+        for (index_t r = 0; r < R; ++r) db += dout(r, c);
+        dbias(c) += db;
+      }
     }
   }
 };

@@ -1,6 +1,6 @@
 // blip2/backend/reference/linear.hpp: linear kernels of the reference backend.
 // Dimensions: R rows, K input features, N output features. Arguments are checked by the public op
-// (blip2::linear_*); an empty view (data() == nullptr) for bias, dbias or dinp means "none".
+// (blip2::linear_*); an empty view (data() == nullptr) for bias, dinp, dweight or dbias means "none".
 #pragma once
 #include "blip2/backend/reference/base.hpp"
 #include "blip2/core/check.hpp"
@@ -44,13 +44,16 @@ struct kernel<reference_backend, op::linear_backward> {
       }
     }
     // dweight(n, k) += sum_r dout(r, n) inp(r, k); dbias(n) += sum_r dout(r, n): output features are
-    // independent (no races, no atomics)
+    // independent (no races, no atomics). A frozen layer passes neither and skips this entirely.
+    if (!dweight.data() && !dbias.data()) return;
     BLIP2_OMP_FOR
     for (index_t n = 0; n < N; ++n) {
-      for (index_t k = 0; k < K; ++k) {
-        T acc = 0;
-        for (index_t r = 0; r < R; ++r) acc += dout(r, n) * inp(r, k);
-        dweight(n, k) += acc;
+      if (dweight.data()) {
+        for (index_t k = 0; k < K; ++k) {
+          T acc = 0;
+          for (index_t r = 0; r < R; ++r) acc += dout(r, n) * inp(r, k);
+          dweight(n, k) += acc;
+        }
       }
       if (dbias.data()) {
         T acc = 0;
