@@ -12,6 +12,7 @@
 //         : blip2::reference_fallback<blip2::op::gelu_backward> {};
 #pragma once
 #include <concepts>
+#include <cstddef>
 #include <string_view>
 #include <utility>
 
@@ -26,41 +27,72 @@ concept backend = requires {
   { B::name } -> std::convertible_to<std::string_view>;
 };
 
-// The op list. Each tag names one kernel; the public function of the same name checks
-// the arguments and dispatches.
+// The op list, written once. Each entry names one kernel; the public function of the same name checks
+// the arguments and dispatches. From it come the tags (op::matmul, ...), all_ops and for_each_op, and the
+// conformance test walks it (every op needs a case, a kernel or an explicit fallback on every backend,
+// and a row in the README's table), so adding an op here is what makes the tests ask for the rest.
+#define BLIP2_OP_LIST(X)                                                                           \
+  X(matmul)                 /* C[b] = alpha * A[b] B[b] + beta * C[b], any strides (transposes) */ \
+  X(linear_forward)         /* out = inp weight^T + bias */                                        \
+  X(linear_backward)        /* dinp, dweight +=, dbias += (each may be empty: frozen) */           \
+  X(layer_norm_forward)     /* out = (inp - mean) * rstd * weight + bias; caches mean, rstd */     \
+  X(layer_norm_backward)    /* dinp; dweight +=, dbias += (each may be empty: frozen) */           \
+  X(gelu_forward)           /* exact erf GELU */                                                   \
+  X(gelu_backward)                                                                                 \
+  X(softmax_forward)        /* softmax over the last axis of inp + additive mask */                \
+  X(softmax_backward)                                                                              \
+  X(attention_forward)      /* multi-head scaled dot-product attention under a mask policy */      \
+  X(attention_backward)                                                                            \
+  X(dropout_forward)        /* seeded, counter-based: the mask is regenerated in backward */       \
+  X(dropout_backward)                                                                              \
+  X(embedding_forward)      /* gather rows of a table */                                           \
+  X(embedding_backward)     /* scatter-add into the table's gradient */                            \
+  X(l2_normalize_forward)   /* rows divided by max(norm, eps) */                                   \
+  X(l2_normalize_backward)                                                                         \
+  X(row_max_forward)        /* max and argmax of each row */                                       \
+  X(row_max_backward)                                                                              \
+  X(cross_entropy_forward)  /* label smoothing, ignore index, mean over counted rows */            \
+  X(cross_entropy_backward)                                                                        \
+  X(axpy)                   /* y += alpha x (residual connections, gradient accumulation) */       \
+  X(copy)                   /* dst = src, any strides (layout changes) */                          \
+  X(fill)                   /* dst = value, any strides */                                         \
+  X(copy_to_host)           /* host dst = src in the backend's memory, same shape, any strides */  \
+  X(copy_from_host)         /* dst in the backend's memory = host src, same shape, any strides */
+
+// The tags: struct op::matmul { static constexpr std::string_view name = "matmul"; }, ...
 namespace op {
-#define BLIP2_OP(name_)                                   \
-  struct name_ {                                          \
-    static constexpr std::string_view name = #name_;      \
+#define BLIP2_OP_TAG(name_)                          \
+  struct name_ {                                     \
+    static constexpr std::string_view name = #name_; \
   };
-BLIP2_OP(matmul)                  // C[b] = alpha * A[b] B[b] + beta * C[b], any strides (transposes)
-BLIP2_OP(linear_forward)          // out = inp weight^T + bias
-BLIP2_OP(linear_backward)         // dinp, dweight +=, dbias +=
-BLIP2_OP(layer_norm_forward)      // out = (inp - mean) * rstd * weight + bias; caches mean, rstd
-BLIP2_OP(layer_norm_backward)
-BLIP2_OP(gelu_forward)            // exact erf GELU
-BLIP2_OP(gelu_backward)
-BLIP2_OP(softmax_forward)         // softmax over the last axis of inp + additive mask
-BLIP2_OP(softmax_backward)
-BLIP2_OP(attention_forward)       // multi-head scaled dot-product attention under a mask policy
-BLIP2_OP(attention_backward)
-BLIP2_OP(dropout_forward)         // seeded, counter-based: the mask is regenerated in backward
-BLIP2_OP(dropout_backward)
-BLIP2_OP(embedding_forward)       // gather rows of a table
-BLIP2_OP(embedding_backward)      // scatter-add into the table's gradient
-BLIP2_OP(l2_normalize_forward)    // rows divided by max(norm, eps)
-BLIP2_OP(l2_normalize_backward)
-BLIP2_OP(row_max_forward)         // max and argmax of each row
-BLIP2_OP(row_max_backward)
-BLIP2_OP(cross_entropy_forward)   // label smoothing, ignore index, mean over counted rows
-BLIP2_OP(cross_entropy_backward)
-BLIP2_OP(axpy)                    // y += alpha x (residual connections, gradient accumulation)
-BLIP2_OP(copy)                    // dst = src, any strides (layout changes)
-BLIP2_OP(fill)                    // dst = value, any strides
-BLIP2_OP(copy_to_host)            // host dst = src in the backend's memory, same shape, any strides
-BLIP2_OP(copy_from_host)          // dst in the backend's memory = host src, same shape, any strides
-#undef BLIP2_OP
+BLIP2_OP_LIST(BLIP2_OP_TAG)
+#undef BLIP2_OP_TAG
 }  // namespace op
+
+// The list as a type, for code that walks every op (the conformance test, backend reports).
+template <class... Ops>
+struct op_list {
+  static constexpr std::size_t size = sizeof...(Ops);
+};
+
+namespace detail {
+template <class List>
+struct drop_first;
+template <class First, class... Ops>
+struct drop_first<op_list<First, Ops...>> {
+  using type = op_list<Ops...>;
+};
+}  // namespace detail
+
+#define BLIP2_OP_ENTRY(name_) , op::name_
+using all_ops = typename detail::drop_first<op_list<void BLIP2_OP_LIST(BLIP2_OP_ENTRY)>>::type;
+#undef BLIP2_OP_ENTRY
+
+// f(op::X{}) for every op of the list, in its order.
+template <class F>
+constexpr void for_each_op(F&& f) {
+  [&]<class... Ops>(op_list<Ops...>) { (f(Ops{}), ...); }(all_ops{});
+}
 
 // Specialised by each backend for each op it implements; the primary template is never defined.
 template <class Backend, class Op>

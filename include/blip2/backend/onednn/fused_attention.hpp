@@ -10,8 +10,8 @@
 //   backward: dprobs = (dout_h v_h^T) f; dv_h (+)= (probs f)^T dout_h;
 //             dscores = probs (dprobs - rowsum(probs dprobs)); dq_h (+)= dscores k_h / sqrt(HS);
 //             dk_h (+)= dscores^T q_h / sqrt(HS)
-// The rule is every attention kernel's (nn/attention.hpp): the mask asked element by element, the dropout
-// of element i of (B, NH, T, S) drawn from (seed, i).
+// The rule is every attention kernel's (blip2::attention_*): the mask asked element by element, the
+// dropout of element i of (B, NH, T, S) drawn from (seed, i).
 //
 // Speed: the loops the compiler vectorises are axpys over contiguous rows (k_h and v_h are transposed
 // into a per-thread buffer first, so a dot product against every key is an axpy too), and exp is
