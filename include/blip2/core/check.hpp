@@ -80,5 +80,15 @@ template <class A, class B>
 inline constexpr bool same_value_type_v =
     std::is_same_v<typename A::value_type, typename B::value_type>;
 
+// The checks of the copy ops (copy, copy_to_host, copy_from_host): dst = src needs the same rank (<= 4),
+// element type and shape, and a writable dst.
+template <class D, class S>
+void check_copy(std::string_view op, std::string_view dst_name, const D& dst, const S& src) {
+  static_assert(D::rank == S::rank && D::rank <= 4, "blip2: a copy's views differ in rank or exceed rank 4");
+  static_assert(same_value_type_v<D, S>, "blip2: a copy's views differ in element type");
+  static_assert(!std::is_const_v<typename D::element_type>, "blip2: a copy's destination is read-only");
+  check_shape(op, dst_name, dst, src.extents());
+}
+
 }  // namespace detail
 }  // namespace blip2

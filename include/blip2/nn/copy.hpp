@@ -10,12 +10,10 @@ template <backend Be, class Dst, class Src>
 void copy(Be& be, Dst&& dst, Src&& src) {
   auto d = view(dst);
   auto s = detail::as_const(view(src));
-  static_assert(decltype(d)::rank == decltype(s)::rank && decltype(d)::rank <= 4, "copy: ranks differ or exceed 4");
-  static_assert(detail::same_value_type_v<decltype(d), decltype(s)>, "copy: element types differ");
   static_assert(std::is_same_v<typename decltype(d)::memory_space_type, typename Be::memory_space> &&
                     std::is_same_v<typename decltype(s)::memory_space_type, typename Be::memory_space>,
                 "copy: a view's memory space differs from the backend's");
-  detail::check_shape("copy", "dst", d, s.extents());
+  detail::check_copy("copy", "dst", d, s);
   BLIP2_DISPATCH(Be, copy, be, detail::as_rank4(d), detail::as_rank4(s));  // as rank 4, leading extents 1
 }
 

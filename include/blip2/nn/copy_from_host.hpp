@@ -11,12 +11,9 @@ template <backend Be, tensor Dst, tensor HostSrc>
 void copy_from_host(Be& be, Dst&& dst, HostSrc&& host_src) {
   auto d = detail::arg_view<Be, view_t<Dst>::rank>(dst);
   auto s = detail::as_const(view(host_src));
-  static_assert(decltype(d)::rank == decltype(s)::rank, "copy_from_host: dst and host_src have different ranks");
   static_assert(std::is_same_v<typename decltype(s)::memory_space_type, host_space>,
                 "copy_from_host: host_src must be in host memory");
-  static_assert(detail::same_value_type_v<decltype(d), decltype(s)>, "copy_from_host: element types differ");
-  static_assert(!std::is_const_v<typename decltype(d)::element_type>, "copy_from_host: dst is read-only");
-  detail::check_shape("copy_from_host", "dst", d, s.extents());
+  detail::check_copy("copy_from_host", "dst", d, s);
   BLIP2_DISPATCH(Be, copy_from_host, be, detail::as_rank4(d), detail::as_rank4(s));
 }
 

@@ -11,12 +11,9 @@ template <backend Be, tensor HostDst, tensor Src>
 void copy_to_host(Be& be, HostDst&& host_dst, Src&& src) {
   auto d = view(host_dst);
   auto s = detail::as_const(detail::arg_view<Be, view_t<Src>::rank>(src));
-  static_assert(decltype(d)::rank == decltype(s)::rank, "copy_to_host: host_dst and src have different ranks");
   static_assert(std::is_same_v<typename decltype(d)::memory_space_type, host_space>,
                 "copy_to_host: host_dst must be in host memory");
-  static_assert(detail::same_value_type_v<decltype(d), decltype(s)>, "copy_to_host: element types differ");
-  static_assert(!std::is_const_v<typename decltype(d)::element_type>, "copy_to_host: host_dst is read-only");
-  detail::check_shape("copy_to_host", "host_dst", d, s.extents());
+  detail::check_copy("copy_to_host", "host_dst", d, s);
   BLIP2_DISPATCH(Be, copy_to_host, be, detail::as_rank4(d), detail::as_rank4(s));
 }
 
