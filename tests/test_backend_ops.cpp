@@ -15,7 +15,7 @@
 #include "backend_ops/linear_cases.hpp"
 #include "backend_ops/softmax_cases.hpp"
 #include "backend_ops/attention_cases.hpp"
-#include "backend_ops/gelu_cases.hpp"
+#include "backend_ops/activation_cases.hpp"
 #include "backend_ops/dropout_cases.hpp"
 #include "backend_ops/embedding_cases.hpp"
 #include "backend_ops/l2_normalize_cases.hpp"
@@ -33,7 +33,7 @@ std::vector<op_case> all_cases() {
   add_linear_cases(cases);
   add_softmax_cases(cases);
   add_attention_cases(cases);
-  add_gelu_cases(cases);
+  add_activation_cases(cases);
   add_dropout_cases(cases);
   add_embedding_cases(cases);
   add_l2_normalize_cases(cases);

@@ -7,7 +7,8 @@
 #include "gradcheck/linear_grad.hpp"
 #include "gradcheck/softmax_grad.hpp"
 #include "gradcheck/attention_grad.hpp"
-#include "gradcheck/gelu_grad.hpp"
+#include "gradcheck/activation_grad.hpp"
+#include "gradcheck/blocks_grad.hpp"
 #include "gradcheck/dropout_grad.hpp"
 #include "gradcheck/embedding_grad.hpp"
 #include "gradcheck/l2_normalize_grad.hpp"
@@ -23,7 +24,8 @@ TEST_CASE("gradcheck: every backward matches central finite differences in doubl
   add_linear_grads(cases);
   add_softmax_grads(cases);
   add_attention_grads(cases);
-  add_gelu_grads(cases);
+  add_activation_grads(cases);
+  add_block_grads(cases);
   add_dropout_grads(cases);
   add_embedding_grads(cases);
   add_l2_normalize_grads(cases);
@@ -39,4 +41,26 @@ TEST_CASE("gradcheck: every backward matches central finite differences in doubl
     CHECK_MESSAGE(rep.ok, gc.desc << ": " << rep.why);
   }
   CHECK(ran > 0);
+}
+
+TEST_CASE("kv_cache: prefill then one position per step equals one causal pass") {
+  // the same sums in another grouping of rows: equal up to double rounding
+  const double diff = kv_cache_decode_difference();
+  std::printf("kv_cache decode: max |step output - full pass output| = %.2e\n", diff);
+  CHECK(diff < 1e-12);
+}
+
+TEST_CASE("kv_cache: appending past the capacity and forking an incompatible cache are clear errors") {
+  reference_backend be;
+  std::vector<double> storage;
+  kv_cache<double> a, b;
+  lay_out(storage, [&](auto& c) {
+    a.lay_out(c, 2, 3, 4, false);  // B = 2, 3 positions, C = 4, no gradients
+    b.lay_out(c, 2, 2, 4, false);
+  });
+  CHECK(a.append(be, 2) == 0);
+  CHECK(a.append(be, 1) == 2);
+  CHECK_THROWS_WITH_AS(a.append(be, 1), doctest::Contains("1 more positions do not fit: 3 of 3"), shape_error);
+  CHECK_THROWS_WITH_AS(b.fork_from(be, a), doctest::Contains("cannot fork a cache of batch 2 and 3 positions"),
+                       shape_error);
 }

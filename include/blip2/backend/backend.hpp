@@ -39,6 +39,8 @@ concept backend = requires {
   X(layer_norm_backward)    /* dinp; dweight +=, dbias += (each may be empty: frozen) */           \
   X(gelu_forward)           /* exact erf GELU */                                                   \
   X(gelu_backward)                                                                                 \
+  X(relu_forward)           /* max(x, 0), NaN kept */                                              \
+  X(relu_backward)                                                                                 \
   X(softmax_forward)        /* softmax over the last axis of inp + additive mask */                \
   X(softmax_backward)                                                                              \
   X(attention_forward)      /* multi-head scaled dot-product attention under a mask policy */      \

@@ -11,6 +11,7 @@
 #include "blip2/backend/onednn/embedding.hpp"
 #include "blip2/backend/onednn/fill.hpp"
 #include "blip2/backend/onednn/gelu.hpp"
+#include "blip2/backend/onednn/relu.hpp"
 #include "blip2/backend/onednn/l2_normalize.hpp"
 #include "blip2/backend/onednn/layer_norm.hpp"
 #include "blip2/backend/onednn/linear.hpp"

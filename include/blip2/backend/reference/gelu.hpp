@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "blip2/backend/reference/base.hpp"
+#include "blip2/backend/reference/elementwise.hpp"
 #include "blip2/core/check.hpp"
 
 namespace blip2 {
@@ -30,10 +31,7 @@ template <>
 struct kernel<reference_backend, op::gelu_forward> {
   template <class T>
   static void run(reference_backend&, tensor_view<T, 2> out, tensor_view<const T, 2> inp) {
-    const index_t R = inp.extent(0), C = inp.extent(1);
-    BLIP2_OMP_FOR
-    for (index_t r = 0; r < R; ++r)
-      for (index_t c = 0; c < C; ++c) out(r, c) = detail::gelu_value(inp(r, c));
+    detail::map_elements(out, inp, [](T x) { return detail::gelu_value(x); });
   }
 };
 
@@ -42,14 +40,8 @@ struct kernel<reference_backend, op::gelu_backward> {
   template <class T>
   static void run(reference_backend&, tensor_view<T, 2> dinp, tensor_view<const T, 2> dout,
                   tensor_view<const T, 2> inp, grad_write mode) {
-    const index_t R = inp.extent(0), C = inp.extent(1);
-    BLIP2_OMP_FOR
-    for (index_t r = 0; r < R; ++r)
-      for (index_t c = 0; c < C; ++c) {
-        // forward: out = 0.5 inp (1 + erf(inp / sqrt 2)); dinp = dout * gelu'(inp)
-        const T g = dout(r, c) * detail::gelu_derivative(inp(r, c));
-        dinp(r, c) = (mode == grad_write::accumulate ? dinp(r, c) : T(0)) + g;
-      }
+    // forward: out = 0.5 inp (1 + erf(inp / sqrt 2)); dinp = dout * gelu'(inp)
+    detail::map_gradients(dinp, dout, inp, mode, [](T d, T x) { return d * detail::gelu_derivative(x); });
   }
 };
 

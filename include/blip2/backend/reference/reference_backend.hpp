@@ -20,5 +20,6 @@
 #include "blip2/backend/reference/layer_norm.hpp"
 #include "blip2/backend/reference/linear.hpp"
 #include "blip2/backend/reference/matmul.hpp"
+#include "blip2/backend/reference/relu.hpp"
 #include "blip2/backend/reference/row_max.hpp"
 #include "blip2/backend/reference/softmax.hpp"

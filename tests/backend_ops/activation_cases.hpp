@@ -1,13 +1,19 @@
-// Conformance cases for gelu_forward / gelu_backward.
+// Conformance cases for the elementwise activations: gelu_forward / gelu_backward, relu_forward /
+// relu_backward (one set of shapes, edge cases and modes for both).
 #pragma once
 #include <limits>
+#include <string>
+#include <utility>
 
 #include "blip2/nn/gelu.hpp"
+#include "blip2/nn/relu.hpp"
 #include "harness/backend_ops.hpp"
 
 namespace blip2::testing {
 
-inline void add_gelu_cases(std::vector<op_case>& cases) {
+template <class Ops>
+void add_activation_cases(std::vector<op_case>& cases) {
+  const std::string fwd = std::string(Ops::name) + "_forward", bwd = std::string(Ops::name) + "_backward";
   // (R, C); rank3 views the same data as (2, R / 2, C) to check that any rank is accepted
   struct shape { index_t R, C; bool nan, rank3; };
   for (const shape& s : {shape{1, 1, false, false}, shape{5, 7, false, false}, shape{7, 13, false, false},
@@ -29,12 +35,12 @@ inline void add_gelu_cases(std::vector<op_case>& cases) {
     };
     auto forward = [=](auto& be, auto& x) {
       if (rank3)
-        gelu_forward(be, r3(x.template out<2>("out")), r3(x.template in<2>("inp")));
+        Ops::forward(be, r3(x.template out<2>("out")), r3(x.template in<2>("inp")));
       else
-        gelu_forward(be, x.template out<2>("out"), x.template in<2>("inp"));
+        Ops::forward(be, x.template out<2>("out"), x.template in<2>("inp"));
     };
     const std::string extra = std::string(rank3 ? "rank3" : "") + (nan ? "nan" : "");
-    cases.push_back(make_case("gelu_forward", describe("gelu_forward", {{"R", R}, {"C", C}}, extra), init_inputs,
+    cases.push_back(make_case(fwd, describe(fwd, {{"R", R}, {"C", C}}, extra), init_inputs,
                               {"out"}, forward));
     for (auto mode : {grad_write::assign, grad_write::accumulate}) {
       auto init = [=](io<double>& x) {
@@ -45,17 +51,37 @@ inline void add_gelu_cases(std::vector<op_case>& cases) {
       };
       auto backward = [=](auto& be, auto& x) {
         if (rank3)
-          gelu_backward(be, r3(x.template out<2>("dinp")), r3(x.template in<2>("dout")), r3(x.template in<2>("inp")),
+          Ops::backward(be, r3(x.template out<2>("dinp")), r3(x.template in<2>("dout")), r3(x.template in<2>("inp")),
                         mode);
         else
-          gelu_backward(be, x.template out<2>("dinp"), x.template in<2>("dout"), x.template in<2>("inp"), mode);
+          Ops::backward(be, x.template out<2>("dinp"), x.template in<2>("dout"), x.template in<2>("inp"), mode);
       };
       const std::string m = mode == grad_write::accumulate ? "accumulate" : "assign";
-      cases.push_back(make_case("gelu_backward",
-                                describe("gelu_backward", {{"R", R}, {"C", C}}, m + (extra.empty() ? "" : "," + extra)),
+      cases.push_back(make_case(bwd,
+                                describe(bwd, {{"R", R}, {"C", C}}, m + (extra.empty() ? "" : "," + extra)),
                                 init, {"dinp"}, backward));
     }
   }
+}
+
+struct gelu_ops {
+  static constexpr const char* name = "gelu";
+  template <class... A>
+  static void forward(A&&... a) { gelu_forward(std::forward<A>(a)...); }
+  template <class... A>
+  static void backward(A&&... a) { gelu_backward(std::forward<A>(a)...); }
+};
+struct relu_ops {
+  static constexpr const char* name = "relu";
+  template <class... A>
+  static void forward(A&&... a) { relu_forward(std::forward<A>(a)...); }
+  template <class... A>
+  static void backward(A&&... a) { relu_backward(std::forward<A>(a)...); }
+};
+
+inline void add_activation_cases(std::vector<op_case>& cases) {
+  add_activation_cases<gelu_ops>(cases);
+  add_activation_cases<relu_ops>(cases);
 }
 
 }  // namespace blip2::testing
