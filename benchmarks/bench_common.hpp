@@ -37,7 +37,7 @@
 #include "blip2/backend/onednn/onednn.hpp"
 #include "blip2/core/host_tensor.hpp"
 #include "blip2/nn/matmul.hpp"
-#include "blip2/nn/vision_bf16.hpp"
+#include "blip2/models/vit/bf16.hpp"
 
 namespace blip2::bench {
 

@@ -47,7 +47,7 @@
 
 #include "bench_common.hpp"
 #include "blip2/backend/reference/reference_backend.hpp"
-#include "blip2/nn/qformer.hpp"
+#include "blip2/models/qformer/pass.hpp"
 
 #ifndef BLIP2_PEER_SCRIPT
 #define BLIP2_PEER_SCRIPT "benchmarks/peers/image_pass_torch.py"

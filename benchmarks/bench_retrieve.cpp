@@ -16,7 +16,7 @@
 //   seconds per image = encode + c text + (k + c k) itm
 // Weights: the ViT's layers all view one layer's parameters (vision_storage::shared_layers: 101 MB instead
 // of 3.9 GB; the same work). bfloat16 is not measured: oneDNN 2.6 has no bf16 matmul on AVX2 CPUs (this one:
-// the ISA is printed), see nn/vision_bf16.hpp.
+// the ISA is printed), see models/vit/bf16.hpp.
 //
 // Usage: bench_retrieve [--images N] [--k K] [--captions-per-image C] [--pairs P] [--tokens T] [--vit-layers L]
 //   defaults: 3 images, k 128, 1 caption per image, 32 pairs, 20 tokens, 39 ViT layers
@@ -52,8 +52,8 @@
 #include "blip2/core/rng.hpp"
 #include "blip2/eval/rerank_scores.hpp"
 #include "blip2/io/image.hpp"
-#include "blip2/nn/vision_bf16.hpp"
-#include "blip2/nn/vision_transformer.hpp"
+#include "blip2/models/vit/bf16.hpp"
+#include "blip2/models/vit/vision_transformer.hpp"
 
 using namespace blip2;
 
@@ -131,7 +131,7 @@ int main(int argc, char** argv) {
   vc.num_hidden_layers = vit_layers;
   vision_model<float> vit(vc, vision_storage::shared_layers);
   fill(vit.parameters(), 1, 0.02f);
-  for (auto* ln : {&vit.w.layers[0].norm1, &vit.w.layers[0].norm2, &vit.w.post_norm})
+  for (auto* ln : {&vit.w.layers[0].attention.norm, &vit.w.layers[0].mlp.norm, &vit.w.post_norm})
     fill({ln->weight.data(), static_cast<std::size_t>(ln->weight.size())}, 2, 0.1f, 1.0f);
   qformer_model_config qc;  // blip2-itm-vit-g
   qc.qformer.vocab_size = 30523;

@@ -10,7 +10,7 @@
 // Weights: every layer views the same parameters (vision_storage::shared_layers): the work of 39 layers in
 // the memory of one (a layer is 101 MB in float32, far beyond any cache, so sharing does not make the
 // weights cache-resident; the real model would need 3.9 GB).
-// bfloat16: reported as available or not (nn/vision_bf16.hpp); its path is not implemented.
+// bfloat16: reported as available or not (models/vit/bf16.hpp); its path is not implemented.
 //
 // Usage: bench_vision [--quick] [--layers L] [--batch B] [--reps R]
 //   --quick   4 layers instead of 39, 3 timed runs (the seconds per image are then scaled by 39 / 4 to
@@ -34,7 +34,7 @@
 
 #include "bench_common.hpp"
 #include "blip2/core/rng.hpp"
-#include "blip2/nn/vision_transformer.hpp"
+#include "blip2/models/vit/vision_transformer.hpp"
 
 using namespace blip2;
 
@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
   vision_model<float> m(cfg, vision_storage::shared_layers);
   fill(m.parameters(), 1, 0.02f);
   auto& L0 = m.w.layers[0];
-  for (auto* ln : {&L0.norm1, &L0.norm2, &m.w.post_norm}) fill({ln->weight.data(), static_cast<std::size_t>(ln->weight.size())}, 2, 0.1f, 1.0f);
+  for (auto* ln : {&L0.attention.norm, &L0.mlp.norm, &m.w.post_norm}) fill({ln->weight.data(), static_cast<std::size_t>(ln->weight.size())}, 2, 0.1f, 1.0f);
   const index_t S = cfg.image_size, N = cfg.num_positions(), E = cfg.hidden_size, F = cfg.intermediate_size;
   host_tensor<float, 4> px({batch, 3, S, S});  // (B, 3, S, S)
   fill({px.data(), static_cast<std::size_t>(px.size())}, 3, 1.7f);

@@ -9,7 +9,7 @@
 #include <string>
 
 #include "blip2/io/safetensors.hpp"
-#include "blip2/nn/qformer_config.hpp"
+#include "blip2/models/qformer/config.hpp"
 
 namespace blip2::cli {
 

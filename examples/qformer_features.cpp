@@ -49,7 +49,7 @@
 #include "blip2/io/bert_tokenizer.hpp"
 #include "blip2/io/qformer_checkpoint.hpp"
 #include "blip2/io/safetensors.hpp"
-#include "blip2/nn/qformer_heads.hpp"
+#include "blip2/models/qformer/heads.hpp"
 #ifdef BLIP2_HAS_IMAGE
 #include "blip2/io/image.hpp"
 #include "blip2/io/vision_checkpoint.hpp"
@@ -182,7 +182,7 @@ template <class T>
 host_tensor<T, 3> query_rows_by_batch(const qformer_pass_state<T>& st) {  // (B, Q, C) copy of the query rows
   host_tensor<T, 3> out({st.B, st.Lq, st.output().extent(1)});
   reference_backend ref;
-  copy(ref, out.view(), detail::as_const(detail::by_batch(detail::row_range(st.output(), 0, st.Lq * st.B), st.B)));
+  copy(ref, out.view(), detail::as_const(by_batch(row_range(st.output(), 0, st.Lq * st.B), st.B)));
   return out;
 }
 
@@ -231,7 +231,7 @@ void run(Be& be, const options& opt) {
     if (in.mask) tp.attention_mask = tensor_view<const index_t, 2>(in.mask->data.data(), {Bt, in.T});
     qformer_forward(be, m, text_pass, tp);
     // position 0 ([CLS]) of every text: the first Bt rows, (Bt, C)
-    projection_forward(be, txt_proj, m.w.text_projection, detail::as_const(detail::row_range(text_pass.output(), 0, Bt)));
+    projection_forward(be, txt_proj, m.w.text_projection, detail::as_const(row_range(text_pass.output(), 0, Bt)));
     out.push_back(safetensors_entry::of("text_feat", txt_proj.feats));
     if (B > 0) {
       itc_similarity_forward(be, itc, tensor_view<const float, 3>(img_proj.feats.data(), {B, Q, D}),
@@ -244,7 +244,7 @@ void run(Be& be, const options& opt) {
       jp.image = &kv;
       jp.attention = qformer_attention::bidirectional;
       qformer_forward(be, m, joint_pass, jp);
-      itm_head_forward(be, itm, m.w.itm_head, detail::as_const(detail::row_range(joint_pass.output(), 0, Q * B)), B);
+      itm_head_forward(be, itm, m.w.itm_head, detail::as_const(row_range(joint_pass.output(), 0, Q * B)), B);
       out.push_back(safetensors_entry::of("itm_logits", itm.logits));
     } else if (B > 0) {
       std::printf("qformer_features: note: %lld images and %lld texts: itm_logits (image b with text b) needs equal "

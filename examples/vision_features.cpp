@@ -29,7 +29,7 @@
 #include "blip2/io/vision_checkpoint.hpp"
 #include "cli.hpp"
 #ifdef BLIP2_HAS_ONEDNN
-#include "blip2/nn/vision_bf16.hpp"
+#include "blip2/models/vit/bf16.hpp"
 #endif
 
 using namespace blip2;
@@ -68,7 +68,7 @@ options parse_args(cli::arguments& a) {
 template <class Be>
 int run(Be& be, const options& o) {
   if constexpr (requires { require_bf16_weights(be); })
-    if (o.bf16) require_bf16_weights(be);  // throws backend_error: see nn/vision_bf16.hpp
+    if (o.bf16) require_bf16_weights(be);  // throws backend_error: see models/vit/bf16.hpp
   // the encoder first: a bad checkpoint is reported before the image is decoded
   const vision_model<float> vit = load_vision_model<float>(o.model);
   const int size = o.size > 0 ? o.size : static_cast<int>(vit.config().image_size);

@@ -24,7 +24,7 @@
 #include "blip2/io/hf_config.hpp"
 #include "blip2/io/safetensors.hpp"
 #include "blip2/io/utf8.hpp"
-#include "blip2/nn/qformer_config.hpp"  // included twice on purpose: one definition
+#include "blip2/models/qformer/config.hpp"  // included twice on purpose: one definition
 #include "harness/expect_error.hpp"
 #include "harness/temp_dir.hpp"
 

@@ -22,7 +22,7 @@
 
 #include "blip2/backend/reference/reference_backend.hpp"
 #include "blip2/io/qformer_checkpoint.hpp"
-#include "blip2/nn/qformer_heads.hpp"
+#include "blip2/models/qformer/heads.hpp"
 #include "harness/expect_error.hpp"
 #include "harness/temp_dir.hpp"
 

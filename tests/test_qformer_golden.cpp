@@ -16,7 +16,7 @@
 
 #include "blip2/backend/onednn/onednn.hpp"
 #include "blip2/io/qformer_checkpoint.hpp"
-#include "blip2/nn/qformer_heads.hpp"
+#include "blip2/models/qformer/heads.hpp"
 
 using namespace blip2;
 
@@ -53,7 +53,7 @@ template <class T>
 host_tensor<T, 3> batch_major_queries(const qformer_pass_state<T>& st) {  // (B, Q, C) copy of the query rows
   host_tensor<T, 3> out({st.B, st.Lq, st.output().extent(1)});
   reference_backend ref;
-  copy(ref, out.view(), detail::as_const(detail::by_batch(detail::row_range(st.output(), 0, st.Lq * st.B), st.B)));
+  copy(ref, out.view(), detail::as_const(by_batch(row_range(st.output(), 0, st.Lq * st.B), st.B)));
   return out;
 }
 
@@ -105,7 +105,7 @@ void run_fixture(Be& be, const std::string& fixture, double tol) {
   check_close("text_output", text_output.data(), want("text_output"), tol);
   // ITG: the joint multimodal-causal pass's text rows, and the cached-K/V pass, both equal the fixture
   host_tensor<T, 3> itg({B, T_, C});
-  copy(be, itg.view(), detail::as_const(detail::by_batch(detail::row_range(itg_joint.output(), Q * B, (Q + T_) * B), B)));
+  copy(be, itg.view(), detail::as_const(by_batch(row_range(itg_joint.output(), Q * B, (Q + T_) * B), B)));
   check_close("itg_text_output (joint pass)", itg.data(), want("itg_text_output"), tol);
   copy(be, itg.view(), detail::as_const(itg_cached.output_by_batch()));
   check_close("itg_text_output (cached K/V pass)", itg.data(), want("itg_text_output"), tol);
@@ -113,7 +113,7 @@ void run_fixture(Be& be, const std::string& fixture, double tol) {
   projection_state<T> img_proj, txt_proj;
   projection_forward(be, img_proj, m.w.vision_projection, detail::as_const(tensor_view<T, 2>(query_output.data(), {B * Q, C})));
   check_close("image_feats", img_proj.feats.data(), want("image_feats"), tol);
-  const auto cls_rows = detail::row_range(text_pass.output(), 0, B);  // position 0 of every text: (B, C)
+  const auto cls_rows = row_range(text_pass.output(), 0, B);  // position 0 of every text: (B, C)
   projection_forward(be, txt_proj, m.w.text_projection, detail::as_const(cls_rows));
   check_close("text_feat", txt_proj.feats.data(), want("text_feat"), tol);
   itc_similarity_state<T> itc;
@@ -121,7 +121,7 @@ void run_fixture(Be& be, const std::string& fixture, double tol) {
                          detail::as_const(txt_proj.feats));
   check_close("itc_scores", itc.sim.data(), want("itc_scores"), tol);
   itm_head_state<T> itm;
-  itm_head_forward(be, itm, m.w.itm_head, detail::as_const(detail::row_range(itm_pass.output(), 0, Q * B)), B);
+  itm_head_forward(be, itm, m.w.itm_head, detail::as_const(row_range(itm_pass.output(), 0, Q * B)), B);
   check_close("itm_logits", itm.logits.data(), want("itm_logits"), tol);
 
   // ---- backward of L = sum(w.query_output * query_output) + sum(w.image_feats * image_feats) + ... ----
@@ -141,15 +141,15 @@ void run_fixture(Be& be, const std::string& fixture, double tol) {
                       tensor_view<T, 2>(dquery_output.data(), {B * Q, C}), grad_write::accumulate);
   // image pass: d(query rows) in sequence-major order
   host_tensor<T, 2> dimage_out({Q * B, C});
-  copy(be, detail::by_batch(dimage_out.view(), B), detail::as_const(dquery_output.view()));
+  copy(be, by_batch(dimage_out.view(), B), detail::as_const(dquery_output.view()));
   // text pass: only position 0 feeds the text feature
   host_tensor<T, 2> dtext_out({T_ * B, C});
   projection_backward(be, txt_proj, m.w.text_projection, m.g.text_projection, detail::as_const(dtext_feat.view()),
-                      detail::row_range(dtext_out.view(), 0, B));
+                      row_range(dtext_out.view(), 0, B));
   // ITM pass: only the query rows feed the head
   host_tensor<T, 2> ditm_out({(Q + T_) * B, C});
   itm_head_backward(be, itm, m.w.itm_head, m.g.itm_head, detail::as_const(tensor_view<T, 2>(w_itm.data.data(), {B, 2})),
-                    detail::row_range(ditm_out.view(), 0, Q * B));
+                    row_range(ditm_out.view(), 0, Q * B));
   qformer_backward(be, m, itm_pass, detail::as_const(ditm_out.view()));
   qformer_backward(be, m, text_pass, detail::as_const(dtext_out.view()));
   qformer_backward(be, m, image_pass, detail::as_const(dimage_out.view()));

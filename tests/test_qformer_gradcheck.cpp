@@ -21,7 +21,7 @@
 #include <tuple>
 
 #include "blip2/backend/reference/reference_backend.hpp"
-#include "blip2/nn/qformer.hpp"
+#include "blip2/models/qformer/pass.hpp"
 
 using namespace blip2;
 
@@ -229,7 +229,7 @@ TEST_CASE("qformer gradcheck: every parameter and the image, with dropout, pairs
 // it keeps (positions [0, R), text positions with attention_mask 1), every parameter gradient and the
 // image gradient, for dout that is zero beyond those rows (what the ITM head, ITC and ITG give).
 // Dropout: a truncated last layer draws its attention-dropout mask over (B, NH, R, S), and packed rows
-// draw their hidden-dropout masks over the packed rows (nn/qformer.hpp), so each case keeps on the
+// draw their hidden-dropout masks over the packed rows (models/qformer/pass.hpp), so each case keeps on the
 // dropout whose masks it leaves unchanged and turns the other off.
 // Tolerance: the kept rows go through the same operations in the same order; the full pass adds exact
 // zeros for the others (masked keys have softmax weight exp(-10000) = 0), so the two agree to the last
@@ -334,7 +334,7 @@ TEST_CASE("qformer output_positions and skip_padding: the kept rows and every gr
       auto in = text_none;
       in.skip_padding = true;
       qformer_forward(be, pr.m, probe, in);
-      CHECK(probe.Lp == 3 + T);  // element 0 keeps its 3 unmasked positions, element 1 all T
+      CHECK(probe.plan.rows() == 3 + T);  // element 0 keeps its 3 unmasked positions, element 1 all T
       compare("text with a fully masked row, output", cut.out, full.out);
       compare("text with a fully masked row, parameter gradients", cut.grads, full.grads);
     }

@@ -1,4 +1,4 @@
-// vision_transformer_golden: the frozen image encoder (nn/vision_transformer.hpp) against PyTorch
+// vision_transformer_golden: the frozen image encoder (models/vit/vision_transformer.hpp) against PyTorch
 // fixtures (tests/fixtures/make_vision_fixtures.py: a tiny EVA-style ViT, E=32 F=64 NH=4 L=2 P=4, trained
 // size 16), at the checkpoint's image size and at three others whose position grid is interpolated
 // bicubically (24: up, 8: down, 12 x 20: not square), on the reference backend (float and double) and
@@ -29,7 +29,7 @@
 
 #include "blip2/backend/onednn/onednn.hpp"
 #include "blip2/io/vision_checkpoint.hpp"
-#include "blip2/nn/vision_bf16.hpp"
+#include "blip2/models/vit/bf16.hpp"
 #include "harness/expect_error.hpp"
 #include "harness/temp_dir.hpp"
 
@@ -302,7 +302,7 @@ TEST_CASE("bfloat16 weights on the oneDNN backend: available, or a clear backend
     INFO(msg);
     CHECK(msg.find("bfloat16") != std::string::npos);
     CHECK(msg.find(isa) != std::string::npos);
-  } else {  // the bf16 forward is not implemented yet (nn/vision_bf16.hpp): a clear error either way
+  } else {  // the bf16 forward is not implemented yet (models/vit/bf16.hpp): a clear error either way
     const auto msg = message_of<backend_error>([&] { require_bf16_weights(be); });
     CHECK(msg.find("not implemented") != std::string::npos);
   }

@@ -12,12 +12,14 @@
 #pragma once
 
 #include "blip2/core/arena.hpp"
+#include "blip2/core/buffer.hpp"
 #include "blip2/core/check.hpp"
 #include "blip2/core/errors.hpp"
 #include "blip2/core/host_tensor.hpp"
 #include "blip2/core/mask_policy.hpp"
 #include "blip2/core/memory_space.hpp"
 #include "blip2/core/rng.hpp"
+#include "blip2/core/rows.hpp"
 #include "blip2/core/tensor_view.hpp"
 #include "blip2/core/view.hpp"
 
@@ -37,13 +39,17 @@
 #include "blip2/nn/layer_norm.hpp"
 #include "blip2/nn/linear.hpp"
 #include "blip2/nn/matmul.hpp"
-#include "blip2/models/qformer/masks.hpp"
-#include "blip2/nn/qformer.hpp"
-#include "blip2/nn/qformer_config.hpp"
-#include "blip2/nn/qformer_heads.hpp"
-#include "blip2/nn/qformer_weights.hpp"
+#include "blip2/nn/relu.hpp"
 #include "blip2/nn/row_max.hpp"
 #include "blip2/nn/softmax.hpp"
+
+#include "blip2/blocks/attention_block.hpp"
+#include "blip2/blocks/feed_forward_block.hpp"
+#include "blip2/blocks/kv_cache.hpp"
+#include "blip2/blocks/row_plan.hpp"
+#include "blip2/blocks/weights.hpp"
+
+#include "blip2/models/qformer.hpp"
 
 #include "blip2/loss/cross_entropy.hpp"
 #include "blip2/loss/itc.hpp"
@@ -89,13 +95,13 @@
 #endif
 
 // ---- the frozen image encoder (EVA ViT): C++20 only; its checkpoint loader with io, bf16 check with oneDNN ----
-#include "blip2/nn/vision_config.hpp"
-#include "blip2/nn/vision_transformer.hpp"
+#include "blip2/models/vit/config.hpp"
+#include "blip2/models/vit/vision_transformer.hpp"
 #if defined(BLIP2_HAS_IO)
 #include "blip2/io/vision_checkpoint.hpp"
 #endif
 #if defined(BLIP2_HAS_ONEDNN)
-#include "blip2/nn/vision_bf16.hpp"
+#include "blip2/models/vit/bf16.hpp"
 #endif
 // ---- end image encoder ----
 

@@ -35,7 +35,7 @@ class row_plan {
     pos_rows_.resize(static_cast<std::size_t>(L + 1));
     for (index_t p = 0; p <= L; ++p) pos_rows_[static_cast<std::size_t>(p)] = p * B;
   }
-  // Only the rows with keep(b, p) true are computed (when every row is kept, nothing is packed).
+  // Only the rows with keep(b, p) true are computed (when every row or no row is kept, nothing is packed).
   template <class Keep>
   row_plan(index_t B, index_t L, index_t R, Keep&& keep) : row_plan(B, L, R) {
     std::vector<index_t> kept;
@@ -45,7 +45,8 @@ class row_plan {
         if (keep(b, p)) kept.push_back(p * B + b);
     }
     pos_rows_[static_cast<std::size_t>(L)] = static_cast<index_t>(kept.size());
-    if (static_cast<index_t>(kept.size()) == L * B) {  // nothing to skip
+    // nothing to skip, or nothing kept (a plan of no rows would leave a pass nothing to output): dense
+    if (static_cast<index_t>(kept.size()) == L * B || kept.empty()) {
       for (index_t p = 0; p <= L; ++p) pos_rows_[static_cast<std::size_t>(p)] = p * B;
       return;
     }

@@ -27,7 +27,7 @@
 #include <vector>
 
 #include "blip2/core/host_tensor.hpp"
-#include "blip2/nn/qformer_heads.hpp"
+#include "blip2/models/qformer/heads.hpp"
 
 namespace blip2 {
 
@@ -85,7 +85,7 @@ host_tensor<T, 2> text_features(Be& be, const qformer_model<T>& m, tensor_view<c
     in.skip_padding = true;   // and no padding row
     qformer_forward(be, m, pass, in);
     // position 0 ([CLS]) of every text: the first b rows of the sequence-major output, (b, C)
-    projection_forward(be, proj, m.w.text_projection, detail::as_const(detail::row_range(pass.output(), 0, b)));
+    projection_forward(be, proj, m.w.text_projection, detail::as_const(row_range(pass.output(), 0, b)));
     std::copy(proj.feats.data(), proj.feats.data() + b * D, out.data() + j0 * D);
     on_done(j0 + b);
   }
@@ -110,7 +110,7 @@ void image_features(Be& be, const qformer_model<T>& m, tensor_view<const T, 3> i
   in.image = &kv;
   qformer_forward(be, m, pass, in);
   host_tensor<T, 3> rows({B, Q, C});  // (B, Q, C): the query rows, batch-major
-  copy(be, rows.view(), detail::as_const(detail::by_batch(detail::row_range(pass.output(), 0, Q * B), B)));
+  copy(be, rows.view(), detail::as_const(by_batch(row_range(pass.output(), 0, Q * B), B)));
   projection_state<T> proj;
   projection_forward(be, proj, m.w.vision_projection, tensor_view<const T, 2>(rows.data(), {B * Q, C}));
   std::copy(proj.feats.data(), proj.feats.data() + B * Q * D, out.data());
@@ -196,7 +196,7 @@ std::vector<T> itm_match_scores(Be& be, const qformer_model<T>& m, std::span<con
     in.output_positions = Q;  // the ITM head reads the query rows only
     in.skip_padding = true;
     qformer_forward(be, m, joint, in);
-    itm_head_forward(be, itm, m.w.itm_head, detail::as_const(detail::row_range(joint.output(), 0, Q * b)), b);
+    itm_head_forward(be, itm, m.w.itm_head, detail::as_const(row_range(joint.output(), 0, Q * b)), b);
     for (index_t x = 0; x < b; ++x) scores[static_cast<std::size_t>(p0 + x)] = itm.logits(x, 1);
     on_done(p0 + b);
   }

@@ -36,8 +36,8 @@
 
 #include "blip2/core/errors.hpp"
 #include "blip2/core/tensor_view.hpp"
-#include "blip2/nn/qformer_config.hpp"  // qformer_config: the struct this file fills in
-#include "blip2/nn/vision_config.hpp"   // vision_config (frozen image encoder)
+#include "blip2/models/qformer/config.hpp"  // qformer_config: the struct this file fills in
+#include "blip2/models/vit/config.hpp"   // vision_config (frozen image encoder)
 
 namespace blip2 {
 
@@ -292,7 +292,7 @@ inline vision_config load_vision_config(const std::filesystem::path& path) {
 }
 // ---- end vision_config ----
 
-// The Q-Former model's configuration (nn/qformer_config.hpp) from a checkpoint's: `with_text` is true for
+// The Q-Former model's configuration (models/qformer/config.hpp) from a checkpoint's: `with_text` is true for
 // a Blip2ForImageTextRetrieval checkpoint (text embeddings, text FFNs, ITC/ITM heads), false for
 // Blip2ForConditionalGeneration.
 inline qformer_model_config to_model_config(const blip2_config& cfg, bool with_text = true) {

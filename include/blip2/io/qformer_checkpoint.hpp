@@ -1,7 +1,7 @@
 // blip2/io/qformer_checkpoint.hpp: a Q-Former from a Hugging Face BLIP-2 checkpoint directory, and back.
 //
 // A directory holds config.json (a Blip2Config) and model.safetensors. Parameters load by their Hugging
-// Face names (nn/qformer_weights.hpp lists them). The text side (word/position embeddings, text FFNs,
+// Face names (models/qformer/weights.hpp lists them). The text side (word/position embeddings, text FFNs,
 // text projection, ITM head) is loaded when the file has `embeddings.word_embeddings.weight`
 // (Blip2ForImageTextRetrieval); without it (Blip2ForConditionalGeneration) the model has the image path
 // only. The stage-1 heads (the ITG LM head cls.predictions.* and the ITC temperature `temp`) load when
@@ -14,7 +14,7 @@
 
 #include "blip2/io/hf_config.hpp"
 #include "blip2/io/safetensors.hpp"
-#include "blip2/nn/qformer.hpp"
+#include "blip2/models/qformer/pass.hpp"
 
 namespace blip2 {
 

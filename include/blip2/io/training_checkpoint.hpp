@@ -46,7 +46,7 @@
 
 #include "blip2/io/qformer_checkpoint.hpp"
 #include "blip2/io/safetensors.hpp"
-#include "blip2/nn/qformer.hpp"
+#include "blip2/models/qformer/pass.hpp"
 #include "blip2/optim/adamw.hpp"
 
 namespace blip2 {

@@ -3,7 +3,7 @@
 // A directory holds config.json (a Blip2Config: its "vision_config" gives the sizes, EVA ViT-g/14's when
 // absent) and model.safetensors, or, as the released Salesforce/blip2-* repositories have it, shards
 // listed by model.safetensors.index.json ({"weight_map": {tensor name: shard file name}}). Parameters
-// load by their Hugging Face names (nn/vision_transformer.hpp lists them, all under "vision_model."),
+// load by their Hugging Face names (models/vit/vision_transformer.hpp lists them, all under "vision_model."),
 // converted from F32/F16/BF16/F64. Errors name what is wrong:
 //   - a missing tensor: format_error with its name and the expected shape;
 //   - a tensor of another shape: shape_error with its name, its shape and the expected one;
@@ -23,7 +23,7 @@
 
 #include "blip2/io/hf_config.hpp"
 #include "blip2/io/safetensors.hpp"
-#include "blip2/nn/vision_transformer.hpp"
+#include "blip2/models/vit/vision_transformer.hpp"
 
 namespace blip2 {
 

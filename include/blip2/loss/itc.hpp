@@ -48,7 +48,7 @@
 #include "blip2/loss/cross_entropy.hpp"
 #include "blip2/nn/axpy.hpp"
 #include "blip2/nn/copy.hpp"
-#include "blip2/nn/qformer_heads.hpp"
+#include "blip2/models/qformer/heads.hpp"
 
 namespace blip2 {
 

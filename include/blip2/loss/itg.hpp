@@ -5,7 +5,7 @@
 // Dimensions: B batch, T text positions (T >= 2), C hidden, V vocabulary, R = (T - 1) B predicting rows.
 //   inputs:   itg_decoder_inputs(): decoder ids = input_ids with position 0 replaced by [DEC]
 //             (qformer_config::dec_token_id()); labels = decoder ids with pad tokens (== pad_token_id) set to
-//             ignore_index (-100). The decoder ids feed the cached-K/V pass (nn/qformer.hpp).
+//             ignore_index (-100). The decoder ids feed the cached-K/V pass (models/qformer/pass.hpp).
 //   rows:     text_rows (T B, C) are that pass's output, SEQUENCE-MAJOR: row t B + b is position t of batch
 //             element b. Positions 0 .. T-2 are the first R rows, one dense block, and row t B + b predicts
 //             labels(b, t + 1): the shift needs no copy. Position T-1 predicts nothing.
@@ -30,7 +30,7 @@
 #include "blip2/nn/gelu.hpp"
 #include "blip2/nn/layer_norm.hpp"
 #include "blip2/nn/linear.hpp"
-#include "blip2/nn/qformer_weights.hpp"
+#include "blip2/models/qformer/weights.hpp"
 
 namespace blip2 {
 

@@ -39,7 +39,7 @@
 #include <vector>
 
 #include "blip2/core/errors.hpp"
-#include "blip2/nn/qformer.hpp"
+#include "blip2/models/qformer/pass.hpp"
 
 namespace blip2 {
 

@@ -29,8 +29,8 @@
 #include "blip2/loss/itm.hpp"
 #include "blip2/loss/stage1_loss.hpp"
 #include "blip2/mining/negative_sampler.hpp"
-#include "blip2/nn/qformer.hpp"
-#include "blip2/nn/qformer_heads.hpp"
+#include "blip2/models/qformer/pass.hpp"
+#include "blip2/models/qformer/heads.hpp"
 
 namespace blip2 {
 
@@ -136,7 +136,7 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
 
   if (need_feats) {
     // ITC features: query_output (B, Q, C) batch-major, then the projections
-    copy(be, st.query_output, detail::as_const(detail::by_batch(detail::row_range(st.image_pass.output(), 0, Q * B), B)));
+    copy(be, st.query_output, detail::as_const(by_batch(row_range(st.image_pass.output(), 0, Q * B), B)));
     projection_forward(be, st.image_proj, m.w.vision_projection,
                        detail::as_const(tensor_view<T, 2>(st.query_output.data(), {B * Q, C})));
     qformer_pass_inputs<T> tp;
@@ -148,7 +148,7 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
     tp.output_positions = 1;  // ITC reads [CLS] only
     tp.skip_padding = true;   // nor the padding rows
     qformer_forward(be, m, st.text_pass, tp);
-    projection_forward(be, st.text_proj, m.w.text_projection, detail::as_const(detail::row_range(st.text_pass.output(), 0, B)));
+    projection_forward(be, st.text_proj, m.w.text_projection, detail::as_const(row_range(st.text_pass.output(), 0, B)));
     itc_options<T> io;
     io.image_ids = batch.image_ids;
     io.label_smoothing = opt.itc_label_smoothing;
@@ -209,7 +209,7 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
     jp.output_positions = Q;  // the ITM head reads the query rows only
     jp.skip_padding = true;
     qformer_forward(be, m, st.itm_pass, jp);
-    itm_head_forward(be, st.itm_head, m.w.itm_head, detail::as_const(detail::row_range(st.itm_pass.output(), 0, Q * 3 * B)),
+    itm_head_forward(be, st.itm_head, m.w.itm_head, detail::as_const(row_range(st.itm_pass.output(), 0, Q * 3 * B)),
                      3 * B);
     itm_forward(be, tensor_view<T, 1>(st.losses.data() + 1, {1}), st.itm, detail::as_const(st.itm_head.logits));
   }
@@ -260,12 +260,12 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
     // loss_itm -> logits -> the joint pass's query rows (text rows get nothing)
     itm_backward(be, st.ditm_logits, tensor_view<const T, 1>(st.dlosses.data() + 1, {1}), detail::as_const(st.itm_head.logits),
                  st.itm);
-    detail::zero(st.ditm_rows);
+    fill(be, st.ditm_rows, T{});
     itm_head_backward(be, st.itm_head, m.w.itm_head, m.g.itm_head, detail::as_const(st.ditm_logits),
-                      detail::row_range(st.ditm_rows, 0, Q * 3 * B));
+                      row_range(st.ditm_rows, 0, Q * 3 * B));
     qformer_backward(be, m, st.itm_pass, detail::as_const(st.ditm_rows));  // adds into the image K/V gradients
   }
-  detail::zero(st.dimage_rows);
+  fill(be, st.dimage_rows, T{});
   if (do_itc) {
     // loss_itc -> features (and temp) -> projections -> query_output and the text pass's [CLS] row
     itc_backward(be, tensor_view<T, 3>(st.dimage_feats.data(), {B, Q, D}), st.dtext_feat, m.g.temp,
@@ -273,10 +273,10 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
     projection_backward(be, st.image_proj, m.w.vision_projection, m.g.vision_projection,
                         detail::as_const(tensor_view<T, 2>(st.dimage_feats.data(), {B * Q, D})),
                         tensor_view<T, 2>(st.dquery_output.data(), {B * Q, C}));
-    copy(be, detail::by_batch(st.dimage_rows, B), detail::as_const(st.dquery_output));
-    detail::zero(st.dtext_rows);
+    copy(be, by_batch(st.dimage_rows, B), detail::as_const(st.dquery_output));
+    fill(be, st.dtext_rows, T{});
     projection_backward(be, st.text_proj, m.w.text_projection, m.g.text_projection, detail::as_const(st.dtext_feat),
-                        detail::row_range(st.dtext_rows, 0, B));
+                        row_range(st.dtext_rows, 0, B));
     qformer_backward(be, m, st.text_pass, detail::as_const(st.dtext_rows));
   }
   if (do_itc || do_itg) qformer_backward(be, m, st.image_pass, detail::as_const(st.dimage_rows));

@@ -59,7 +59,7 @@ class onednn_backend {
   // products (forward, d input, d weight) rounded to bfloat16, products and sums in float32, output and
   // gradients float32; parameters stay float32 (the optimiser's master copy). That is the numerics of a
   // bf16 x bf16 -> f32 matmul, for studying what bfloat16 does to training. It runs at float32 speed
-  // plus the rounding copies: oneDNN 2.6 has no bf16 matmul on CPUs without AVX-512 (see vision_bf16.hpp).
+  // plus the rounding copies: oneDNN 2.6 has no bf16 matmul on CPUs without AVX-512 (models/vit/bf16.hpp).
   // It applies to float calls (double calls run the reference kernels, unrounded), and to linear layers
   // only: attention's products and op::matmul (the ITC similarities) stay float32.
   // The environment variable BLIP2_ONEDNN_LINEAR=f32|bf16 sets the default of every backend made after it

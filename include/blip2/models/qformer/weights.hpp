@@ -1,4 +1,4 @@
-// blip2/nn/qformer_weights.hpp: the Q-Former's parameters as named views into one arena.
+// blip2/models/qformer/weights.hpp: the Q-Former's parameters as named views into one arena.
 //
 // Dimensions: Q queries, C hidden, F FFN width, E image width, V vocabulary, P positions, D projection.
 // qformer_weights<T> is a struct of views (llm.c style); the same struct type holds the gradients, over a
@@ -8,77 +8,55 @@
 #include <string>
 #include <vector>
 
+#include "blip2/blocks/weights.hpp"
 #include "blip2/core/tensor_view.hpp"
-#include "blip2/nn/qformer_config.hpp"
+#include "blip2/models/qformer/config.hpp"
 
 namespace blip2 {
 
-template <class T>
-struct linear_weights {
-  tensor_view<T, 2> weight;  // (N, K)
-  tensor_view<T, 1> bias;    // (N)
-};
-template <class T>
-struct layer_norm_weights {
-  tensor_view<T, 1> weight;  // (C)
-  tensor_view<T, 1> bias;    // (C)
-};
-// BertAttention: q, k, v projections, then dense + LayerNorm over the residual.
-template <class T>
-struct attention_weights {
-  linear_weights<T> query, key, value;  // (C, C); key/value (C, E) in cross-attention
-  linear_weights<T> dense;              // (C, C)
-  layer_norm_weights<T> norm;           // (C)
-};
-// BertIntermediate + BertOutput: dense C -> F, GELU, dense F -> C, LayerNorm over the residual.
-template <class T>
-struct feed_forward_weights {
-  linear_weights<T> intermediate;  // (F, C)
-  linear_weights<T> output;        // (C, F)
-  layer_norm_weights<T> norm;      // (C)
-};
-template <class T>
+// A BERT layer of the Q-Former (attention_weights and feed_forward_weights: blocks/weights.hpp).
+template <class T, memory_space S = host_space>
 struct qformer_layer_weights {
-  attention_weights<T> self;
+  attention_weights<T, S> self;
   bool has_cross = false;
-  attention_weights<T> cross;        // only when has_cross
-  feed_forward_weights<T> text;      // intermediate / output (absent without text)
-  feed_forward_weights<T> query;     // intermediate_query / output_query
+  attention_weights<T, S> cross;        // only when has_cross
+  feed_forward_weights<T, S> text;      // intermediate / output (absent without text)
+  feed_forward_weights<T, S> query;     // intermediate_query / output_query
 };
 // BERT's LM prediction head (ITG): transform (dense, GELU, LayerNorm), then a decoder tied to the word
 // embeddings plus its own bias.
-template <class T>
+template <class T, memory_space S = host_space>
 struct lm_head_weights {
-  linear_weights<T> transform;       // (C, C)   cls.predictions.transform.dense
-  layer_norm_weights<T> norm;        // (C)      cls.predictions.transform.LayerNorm
-  tensor_view<T, 1> bias;            // (V)      cls.predictions.bias
+  linear_weights<T, S> transform;       // (C, C)   cls.predictions.transform.dense
+  layer_norm_weights<T, S> norm;        // (C)      cls.predictions.transform.LayerNorm
+  tensor_view<T, 1, S> bias;            // (V)      cls.predictions.bias
 };
-template <class T>
+template <class T, memory_space S = host_space>
 struct qformer_weights {
-  tensor_view<T, 3> query_tokens;         // (1, Q, C)
-  tensor_view<T, 2> word_embeddings;      // (V, C)   absent without text
-  tensor_view<T, 2> position_embeddings;  // (P, C)   absent without text
-  layer_norm_weights<T> embed_norm;       // qformer.layernorm
-  std::vector<qformer_layer_weights<T>> layers;
-  linear_weights<T> vision_projection;    // (D, C)  absent without text (the retrieval heads)
-  linear_weights<T> text_projection;      // (D, C)  absent without text
-  linear_weights<T> itm_head;             // (2, C)  absent without text
-  lm_head_weights<T> lm_head;             // ITG head          only with stage-1 heads
-  tensor_view<T, 0> temp;                 // ITC temperature   only with stage-1 heads
+  tensor_view<T, 3, S> query_tokens;         // (1, Q, C)
+  tensor_view<T, 2, S> word_embeddings;      // (V, C)   absent without text
+  tensor_view<T, 2, S> position_embeddings;  // (P, C)   absent without text
+  layer_norm_weights<T, S> embed_norm;       // qformer.layernorm
+  std::vector<qformer_layer_weights<T, S>> layers;
+  linear_weights<T, S> vision_projection;    // (D, C)  absent without text (the retrieval heads)
+  linear_weights<T, S> text_projection;      // (D, C)  absent without text
+  linear_weights<T, S> itm_head;             // (2, C)  absent without text
+  lm_head_weights<T, S> lm_head;             // ITG head          only with stage-1 heads
+  tensor_view<T, 0, S> temp;                 // ITC temperature   only with stage-1 heads
 };
 
 // Calls f(name, view) for every parameter, views of rank 0 (temp), 1, 2 or 3, in one fixed order.
-template <class T, class F>
-void for_each_parameter(const qformer_model_config& cfg, qformer_weights<T>& w, F&& f) {
-  auto lin = [&](const std::string& n, linear_weights<T>& l) {
+template <class T, memory_space S, class F>
+void for_each_parameter(const qformer_model_config& cfg, qformer_weights<T, S>& w, F&& f) {
+  auto lin = [&](const std::string& n, linear_weights<T, S>& l) {
     f(n + ".weight", l.weight);
     f(n + ".bias", l.bias);
   };
-  auto ln = [&](const std::string& n, layer_norm_weights<T>& l) {
+  auto ln = [&](const std::string& n, layer_norm_weights<T, S>& l) {
     f(n + ".weight", l.weight);
     f(n + ".bias", l.bias);
   };
-  auto attn = [&](const std::string& n, attention_weights<T>& a) {
+  auto attn = [&](const std::string& n, attention_weights<T, S>& a) {
     lin(n + ".attention.query", a.query);
     lin(n + ".attention.key", a.key);
     lin(n + ".attention.value", a.value);
@@ -120,26 +98,26 @@ void for_each_parameter(const qformer_model_config& cfg, qformer_weights<T>& w, 
 
 namespace detail {
 // The shape each parameter has under cfg, given its slot (set before binding).
-template <class T>
-void shape_weights(const qformer_model_config& cfg, qformer_weights<T>& w) {
+template <class T, memory_space S>
+void shape_weights(const qformer_model_config& cfg, qformer_weights<T, S>& w) {
   const auto& q = cfg.qformer;
   const index_t C = q.hidden_size, F = q.intermediate_size, E = q.encoder_hidden_size;
-  auto lin = [](linear_weights<T>& l, index_t n, index_t k) {
+  auto lin = [](linear_weights<T, S>& l, index_t n, index_t k) {
     l.weight = {nullptr, {n, k}};
     l.bias = {nullptr, {n}};
   };
-  auto ln = [](layer_norm_weights<T>& l, index_t c) {
+  auto ln = [](layer_norm_weights<T, S>& l, index_t c) {
     l.weight = {nullptr, {c}};
     l.bias = {nullptr, {c}};
   };
-  auto attn = [&](attention_weights<T>& a, index_t kv_width) {
+  auto attn = [&](attention_weights<T, S>& a, index_t kv_width) {
     lin(a.query, C, C);
     lin(a.key, C, kv_width);
     lin(a.value, C, kv_width);
     lin(a.dense, C, C);
     ln(a.norm, C);
   };
-  auto ffn = [&](feed_forward_weights<T>& f) {
+  auto ffn = [&](feed_forward_weights<T, S>& f) {
     lin(f.intermediate, F, C);
     lin(f.output, C, F);
     ln(f.norm, C);
@@ -178,9 +156,9 @@ index_t parameter_count(const qformer_model_config& cfg) {
 }
 
 // Views of every parameter into arena (parameter_count(cfg) elements), in for_each_parameter order.
-template <class T>
-qformer_weights<T> bind_weights(const qformer_model_config& cfg, T* arena) {
-  qformer_weights<T> w;
+template <class T, memory_space S = host_space>
+qformer_weights<T, S> bind_weights(const qformer_model_config& cfg, T* arena) {
+  qformer_weights<T, S> w;
   detail::shape_weights(cfg, w);
   index_t offset = 0;
   for_each_parameter(cfg, w, [&](const std::string&, auto& v) {

@@ -1,4 +1,4 @@
-// blip2/nn/vision_config.hpp: the frozen image encoder's sizes (EVA ViT-g/14 as Hugging Face's
+// blip2/models/vit/config.hpp: the frozen image encoder's sizes (EVA ViT-g/14 as Hugging Face's
 // Blip2VisionConfig has them), as a plain struct. io/hf_config.hpp reads it from config.json's
 // "vision_config"; check_vision_config() is the one place its values are validated.
 //

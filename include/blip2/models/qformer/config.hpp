@@ -1,4 +1,4 @@
-// blip2/nn/qformer_config.hpp: the Q-Former's sizes and options, as plain structs (no JSON here:
+// blip2/models/qformer/config.hpp: the Q-Former's sizes and options, as plain structs (no JSON here:
 // io/hf_config.hpp reads them from a Hugging Face config.json).
 #pragma once
 #include <optional>

@@ -1,4 +1,4 @@
-// blip2/nn/vision_bf16.hpp: bfloat16 weights for the image encoder on the oneDNN backend: whether this
+// blip2/models/vit/bf16.hpp: bfloat16 weights for the image encoder on the oneDNN backend: whether this
 // CPU can have them (needs oneDNN; link blip2::onednn).
 //
 // The issue asks for the ViT's weights in bfloat16 on the oneDNN backend (bf16 source and weights, f32

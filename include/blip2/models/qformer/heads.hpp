@@ -1,4 +1,4 @@
-// blip2/nn/qformer_heads.hpp: what BLIP-2 computes on top of the Q-Former's outputs.
+// blip2/models/qformer/heads.hpp: what BLIP-2 computes on top of the Q-Former's outputs.
 //
 // Dimensions: B batch, Bi images, Bt texts, Q queries, C hidden, D projection (image_text_hidden_size).
 //   projected features  feats = normalize(X W^T + b)           image: X = query outputs (B Q, C) -> (B Q, D)
@@ -15,7 +15,7 @@
 #include "blip2/nn/l2_normalize.hpp"
 #include "blip2/nn/linear.hpp"
 #include "blip2/nn/matmul.hpp"
-#include "blip2/nn/qformer.hpp"
+#include "blip2/models/qformer/pass.hpp"
 #include "blip2/nn/row_max.hpp"
 
 namespace blip2 {

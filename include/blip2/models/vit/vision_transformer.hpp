@@ -1,4 +1,4 @@
-// blip2/nn/vision_transformer.hpp: the frozen image encoder of BLIP-2, EVA ViT-g/14 as Hugging Face's
+// blip2/models/vit/vision_transformer.hpp: the frozen image encoder of BLIP-2, EVA ViT-g/14 as Hugging Face's
 // Blip2VisionModel computes it. Forward only (the encoder is frozen), on any backend, through the ops.
 //
 // Dimensions: B images, H x W image size (pixels), P patch size, gh = H / P, gw = W / P patch grid,
@@ -24,6 +24,9 @@
 //   image_embeds = post_layernorm(x)                                 (B, N, E): what the Q-Former reads
 // LayerNorm eps is vision_config.layer_norm_eps (1e-6) everywhere.
 //
+// Activations are sequence-major, as in every model (core/rows.hpp): row p c + i is token p of image i of
+// the chunk; a layer is a pre-LN attention block and a pre-LN feed-forward block (blocks/).
+//
 // Parameters are views into one arena, named as Hugging Face names them (prefix "vision_model."):
 //   embeddings.class_embedding (1, 1, E)      embeddings.patch_embedding.weight (E, 3, P, P), .bias (E)
 //   embeddings.position_embedding (1, 1 + G0^2, E)
@@ -41,17 +44,19 @@
 #include <string>
 #include <vector>
 
+#include "blip2/blocks/attention_block.hpp"
+#include "blip2/blocks/feed_forward_block.hpp"
+#include "blip2/blocks/kv_cache.hpp"
+#include "blip2/blocks/row_plan.hpp"
+#include "blip2/blocks/weights.hpp"
 #include "blip2/core/arena.hpp"
 #include "blip2/core/host_tensor.hpp"
-#include "blip2/nn/attention.hpp"
+#include "blip2/core/rows.hpp"
+#include "blip2/models/vit/config.hpp"
 #include "blip2/nn/axpy.hpp"
 #include "blip2/nn/copy.hpp"
-#include "blip2/nn/gelu.hpp"
 #include "blip2/nn/layer_norm.hpp"
 #include "blip2/nn/linear.hpp"
-#include "blip2/core/mask_policy.hpp"
-#include "blip2/nn/qformer_weights.hpp"  // linear_weights, layer_norm_weights
-#include "blip2/nn/vision_config.hpp"
 
 namespace blip2 {
 
@@ -60,12 +65,11 @@ namespace blip2 {
 // ---------------------------------------------------------------------------------------------------
 template <class T>
 struct vision_layer_weights {
-  layer_norm_weights<T> norm1;   // layer_norm1                (E)
-  linear_weights<T> qkv;         // self_attn.qkv              (3E, E), bias (3E) or empty without qkv_bias
-  linear_weights<T> projection;  // self_attn.projection       (E, E), (E)
-  layer_norm_weights<T> norm2;   // layer_norm2                (E)
-  linear_weights<T> fc1;         // mlp.fc1                    (F, E), (F)
-  linear_weights<T> fc2;         // mlp.fc2                    (E, F), (E)
+  linear_weights<T> qkv;            // self_attn.qkv         (3E, E), bias (3E) or empty without qkv_bias
+  attention_weights<T> attention;   // query, key, value: views of qkv's three row blocks;
+                                    // dense: self_attn.projection (E, E), (E); norm: layer_norm1 (E)
+  feed_forward_weights<T> mlp;      // intermediate: mlp.fc1 (F, E), (F); output: mlp.fc2 (E, F), (E);
+                                    // norm: layer_norm2 (E)
 };
 template <class T>
 struct vision_weights {
@@ -97,12 +101,12 @@ void for_each_vision_parameter(const vision_config& cfg, vision_weights<T>& w, F
   for (std::size_t l = 0; l < w.layers.size(); ++l) {
     auto& L = w.layers[l];
     const std::string q = p + "encoder.layers." + std::to_string(l);
-    ln(q + ".layer_norm1", L.norm1);
+    ln(q + ".layer_norm1", L.attention.norm);
     lin(q + ".self_attn.qkv", L.qkv, cfg.qkv_bias);
-    lin(q + ".self_attn.projection", L.projection);
-    ln(q + ".layer_norm2", L.norm2);
-    lin(q + ".mlp.fc1", L.fc1);
-    lin(q + ".mlp.fc2", L.fc2);
+    lin(q + ".self_attn.projection", L.attention.dense);
+    ln(q + ".layer_norm2", L.mlp.norm);
+    lin(q + ".mlp.fc1", L.mlp.intermediate);
+    lin(q + ".mlp.fc2", L.mlp.output);
   }
   ln(p + "post_layernorm", w.post_norm);
 }
@@ -126,15 +130,25 @@ void shape_vision_weights(const vision_config& cfg, vision_weights<T>& w) {
   w.position_embedding = {nullptr, {1, cfg.num_positions(), E}};
   w.layers.assign(static_cast<std::size_t>(cfg.num_hidden_layers), {});
   for (auto& L : w.layers) {
-    ln(L.norm1);
+    ln(L.attention.norm);
     lin(L.qkv, 3 * E, E);
     if (!cfg.qkv_bias) L.qkv.bias = {};
-    lin(L.projection, E, E);
-    ln(L.norm2);
-    lin(L.fc1, F, E);
-    lin(L.fc2, E, F);
+    lin(L.attention.dense, E, E);
+    ln(L.mlp.norm);
+    lin(L.mlp.intermediate, F, E);
+    lin(L.mlp.output, E, F);
   }
   ln(w.post_norm);
+}
+// query, key, value = the three (E, E) row blocks of qkv (and of its bias, when there is one)
+template <class T>
+void split_qkv(vision_layer_weights<T>& L) {
+  const index_t E = L.qkv.weight.extent(1);
+  linear_weights<T>* parts[3] = {&L.attention.query, &L.attention.key, &L.attention.value};
+  for (index_t i = 0; i < 3; ++i) {
+    parts[i]->weight = row_range(L.qkv.weight, i * E, (i + 1) * E);  // (E, E)
+    parts[i]->bias = L.qkv.bias.data() ? row_range(L.qkv.bias, i * E, (i + 1) * E) : tensor_view<T, 1>{};
+  }
 }
 }  // namespace detail
 
@@ -169,13 +183,13 @@ class vision_model {
           L = w.layers[0];  // the same views
           continue;
         }
-        take(L.norm1.weight), take(L.norm1.bias);
+        take(L.attention.norm.weight), take(L.attention.norm.bias);
         take(L.qkv.weight);
         if (cfg_.qkv_bias) take(L.qkv.bias);
-        take(L.projection.weight), take(L.projection.bias);
-        take(L.norm2.weight), take(L.norm2.bias);
-        take(L.fc1.weight), take(L.fc1.bias);
-        take(L.fc2.weight), take(L.fc2.bias);
+        take(L.attention.dense.weight), take(L.attention.dense.bias);
+        take(L.mlp.norm.weight), take(L.mlp.norm.bias);
+        take(L.mlp.intermediate.weight), take(L.mlp.intermediate.bias);
+        take(L.mlp.output.weight), take(L.mlp.output.bias);
       }
       take(w.post_norm.weight);
       take(w.post_norm.bias);
@@ -184,6 +198,7 @@ class vision_model {
     params_.assign(static_cast<std::size_t>(offset), T{});
     base = params_.data();
     walk();
+    for (auto& L : w.layers) detail::split_qkv(L);
   }
   vision_model(const vision_model&) = delete;  // the views point into this object's arena
   vision_model& operator=(const vision_model&) = delete;
@@ -253,14 +268,6 @@ inline std::vector<cubic_tap> cubic_taps(index_t in, index_t out) {
 
 }  // namespace detail
 
-namespace detail {
-// rows [r0, r1) of a (R, X) view
-template <class T>
-tensor_view<T, 2> vit_rows(const tensor_view<T, 2>& v, index_t r0, index_t r1) {
-  return {v.data() + r0 * v.stride(0), {r1 - r0, v.extent(1)}, v.strides()};
-}
-}  // namespace detail
-
 // pos (1, 1 + G0^2, E), G0 x G0 grid row-major after the class position -> out (1, 1 + gh gw, E):
 // the class position copied, the grid resized bicubically (in double) to gh x gw.
 template <class T, class U>
@@ -304,19 +311,37 @@ inline index_t vision_num_tokens(const vision_config& cfg, index_t height, index
 // activation is kept per layer: the encoder is frozen, nothing runs backward through it).
 template <class T>
 struct vision_state {
-  index_t gh = 0, gw = 0, N = 0, c = 0;  // grid, tokens, images per chunk
-  tensor_view<T, 2> patches;             // (c gh gw, K)    im2col
-  tensor_view<T, 2> x;                   // (c N, E)        residual stream
-  tensor_view<T, 2> h;                   // (c N, E)        LayerNorm output, then sublayer output
-  tensor_view<T, 2> qkv;                 // (c N, 3E)
-  tensor_view<T, 2> ctx;                 // (c N, E)        attention output
-  tensor_view<T, 4> probs;               // (c, NH, N, N)   attention weights
-  tensor_view<T, 2> mlp;                 // (c N, F)
-  tensor_view<T, 1> mean, rstd;          // (c N)
-  tensor_view<T, 3> pos;                 // (1, N, E)       position embeddings at this grid
+  index_t gh = 0, gw = 0, N = 0, c = 0;  // grid, tokens, images in the chunk the views are laid out for
+  tensor_view<T, 2> patches;             // (c gh gw, K)  im2col, image-major
+  tensor_view<T, 2> embedded;            // (c gh gw, E)  patch embeddings, image-major
+  tensor_view<T, 2> x;                   // (N c, E)      the layers' input, sequence-major
+  attention_block_state<T> attention;    // pre-LN attention sublayer (out: the residual stream)
+  feed_forward_state<T> mlp;             // pre-LN MLP sublayer (out: the layer's output)
+  kv_cache<T> cache;                     // one layer's keys and values
+  block_scratch<T> scratch;              // unused: nothing is packed and nothing runs backward
+  tensor_view<T, 3> pos;                 // (1, N, E)     position embeddings at this grid
   const void* pos_source = nullptr;      // the model parameter pos was made from (cache key with gh, gw)
   std::vector<T> storage;
 };
+
+// One encoder layer (pre-LN), rows (N c, E) sequence-major: x -> st.mlp.out.
+template <backend Be, class T>
+void vision_layer_forward(Be& be, const vision_layer_weights<T>& L, vision_state<T>& st, const row_plan<>& plan,
+                          tensor_view<const T, 2> x, const vision_config& cfg) {
+  attention_block_options ao;
+  ao.num_heads = cfg.num_attention_heads;
+  ao.norm = norm_placement::pre;
+  ao.layer_norm_eps = cfg.layer_norm_eps;
+  feed_forward_options fo;
+  fo.norm = norm_placement::pre;
+  fo.act = activation::gelu;
+  fo.layer_norm_eps = cfg.layer_norm_eps;
+  // x = x + projection(attention(LayerNorm1(x) W_q, W_k, W_v)), every token sees every token
+  st.cache.len = 0;
+  self_attention_forward(be, L.attention, st.attention, st.scratch, x, plan, st.cache, bidirectional{}, no_padding, ao);
+  // x = x + fc2(gelu(fc1(LayerNorm2(x))))
+  feed_forward_forward(be, L.mlp, st.mlp, 0, plan.rows(), detail::as_const(st.attention.out), fo);
+}
 
 // image_embeds (B, N, E) = the encoder applied to pixel_values (B, 3, H, W) (any strides; H and W
 // multiples of patch_size); image_embeds must be contiguous. Images run `max_chunk` at a time.
@@ -341,45 +366,36 @@ void vision_forward(Be& be, const vision_model<T>& m, vision_state<T>& st, Px&& 
   detail::check_contiguous(op, "image_embeds", out);
   const index_t c = std::min(B, max_chunk);
 
-  // ---- buffers (resized only when the shapes grow) ----
-  const bool same_grid = st.gh == gh && st.gw == gw && st.pos_source == m.w.position_embedding.data();
-  if (!(same_grid && st.c == c)) {
+  // ---- buffers for a chunk of cb images (re-laid only when the shapes change; storage only grows) ----
+  auto lay_out_chunk = [&](index_t cb) {
     lay_out(st.storage, [&](auto& a) {
-      st.patches = a.template take<2>({c * G2, K});
-      st.x = a.template take<2>({c * N, E});
-      st.h = a.template take<2>({c * N, E});
-      st.qkv = a.template take<2>({c * N, 3 * E});
-      st.ctx = a.template take<2>({c * N, E});
-      st.probs = a.template take<4>({c, NH, N, N});
-      st.mlp = a.template take<2>({c * N, F});
-      st.mean = a.template take<1>({c * N});
-      st.rstd = a.template take<1>({c * N});
+      st.patches = a.template take<2>({cb * G2, K});
+      st.embedded = a.template take<2>({cb * G2, E});
+      st.x = a.template take<2>({N * cb, E});
+      attention_block_layout(a, st.attention, norm_placement::pre, cb, N * cb, N * cb, N, N, E, NH);
+      feed_forward_layout(a, st.mlp, norm_placement::pre, N * cb, E, F);
+      st.cache.lay_out(a, cb, N, E, false);
       st.pos = a.template take<3>({1, N, E});
     });
-    st.c = c;
+    st.c = cb;
     st.pos_source = nullptr;  // storage may have moved: rebuild pos
-  }
-  if (!(st.pos_source == m.w.position_embedding.data() && st.gh == gh && st.gw == gw)) {
+  };
+  auto build_pos = [&] {
     const auto pos0 = detail::as_const(m.w.position_embedding);  // (1, 1 + G0^2, E)
     if (gh == cfg.grid() && gw == cfg.grid())
-      std::copy(pos0.data(), pos0.data() + pos0.size(), st.pos.data());
+      copy(be, st.pos, pos0);
     else
       interpolate_position_embedding(st.pos, pos0, gh, gw);
     st.gh = gh, st.gw = gw, st.N = N;
     st.pos_source = m.w.position_embedding.data();
-  }
+  };
 
-  const double eps = cfg.layer_norm_eps;
   const tensor_view<const T, 2> patch_w(m.w.patch_weight.data(), {E, K});  // (E, 3 P P): conv weight, flattened
-  const tensor_view<const T, 2> pos_rows(st.pos.data(), {N, E});           // (N, E)
-
   for (index_t b0 = 0; b0 < B; b0 += c) {
     const index_t cb = std::min(c, B - b0);  // images in this chunk
-    auto rows = [&](const tensor_view<T, 2>& v, index_t r) { return detail::vit_rows(v, 0, r); };
-    auto x = rows(st.x, cb * N), h = rows(st.h, cb * N), qkv = rows(st.qkv, cb * N);  // (cb N, .)
-    auto ctx = rows(st.ctx, cb * N), mlp = rows(st.mlp, cb * N);
-    const tensor_view<T, 1> mean(st.mean.data(), {cb * N}), rstd(st.rstd.data(), {cb * N});
-    const tensor_view<T, 4> probs(st.probs.data(), {cb, NH, N, N});
+    if (!(st.c == cb && st.gh == gh && st.gw == gw && st.x.data())) lay_out_chunk(cb);
+    if (!(st.pos_source == m.w.position_embedding.data() && st.gh == gh && st.gw == gw)) build_pos();
+    const row_plan<> plan(cb, N, N);  // every token of every image, no truncation
 
     // ---- patch embedding: im2col, then one linear map; then class token and position embeddings ----
     for (index_t i = 0; i < cb; ++i)
@@ -391,38 +407,26 @@ void vision_forward(Be& be, const vision_model<T>& m, vision_state<T>& st, Px&& 
         const tensor_view<T, 4> to(st.patches.data() + i * G2 * K + ch * P * P, {gh, gw, P, P}, {gw * K, K, P, 1});
         copy(be, to, from);
       }
-    auto patch_out = rows(st.h, cb * G2);                                        // (cb G2, E)
-    linear_forward(be, patch_out, rows(st.patches, cb * G2), patch_w, m.w.patch_bias);
-    // x(i, 0) = class_embedding; x(i, 1 + p) = patch_out(i, p)
-    copy(be, tensor_view<T, 3>(x.data(), {cb, 1, E}, {N * E, E, 1}),
+    linear_forward(be, st.embedded, st.patches, patch_w, m.w.patch_bias);  // (cb G2, E)
+    // x(token 0, image i) = class_embedding; x(token 1 + p, image i) = embedded(i G2 + p); both + pos
+    const auto xb = by_batch(st.x, cb);                                     // (cb, N, E)
+    copy(be, tensor_view<T, 3>(xb.data(), {cb, 1, E}, xb.strides()),
          tensor_view<const T, 3>(m.w.class_embedding.data(), {cb, 1, E}, {0, E, 1}));
-    copy(be, tensor_view<T, 3>(x.data() + E, {cb, G2, E}, {N * E, E, 1}),
-         tensor_view<const T, 3>(patch_out.data(), {cb, G2, E}));
-    for (index_t i = 0; i < cb; ++i) axpy(be, detail::vit_rows(x, i * N, (i + 1) * N), pos_rows);  // + pos
+    copy(be, tensor_view<T, 3>(xb.data() + xb.stride(1), {cb, G2, E}, xb.strides()),
+         tensor_view<const T, 3>(st.embedded.data(), {cb, G2, E}));
+    const tensor_view<const T, 2> pos_rows(st.pos.data(), {N, E});         // (N, E)
+    for (index_t i = 0; i < cb; ++i) axpy(be, slice(xb, i), pos_rows);     // + pos, image by image
 
-    // ---- encoder layers (pre-LN) ----
-    const tensor_view<const T, 3> q(qkv.data(), {cb, N, E}, {N * 3 * E, 3 * E, 1});      // (cb, N, E) strided
-    const tensor_view<const T, 3> k(qkv.data() + E, {cb, N, E}, {N * 3 * E, 3 * E, 1});
-    const tensor_view<const T, 3> v(qkv.data() + 2 * E, {cb, N, E}, {N * 3 * E, 3 * E, 1});
-    const tensor_view<T, 3> ctx3(ctx.data(), {cb, N, E});                                 // (cb, N, E)
+    // ---- encoder layers ----
+    tensor_view<const T, 2> x = detail::as_const(st.x);
     for (const auto& L : m.w.layers) {
-      // x = x + projection(attention(LayerNorm1(x) W_qkv^T + b_qkv))
-      layer_norm_forward(be, h, layer_norm_cache<T>{mean, rstd}, x, L.norm1.weight, L.norm1.bias, eps);
-      linear_forward(be, qkv, h, L.qkv.weight, L.qkv.bias);  // an empty bias (no qkv_bias) is none
-      attention_forward(be, ctx3, attention_cache<T>{probs}, q, k, v, NH, bidirectional{}, no_padding);
-      linear_forward(be, h, ctx, L.projection.weight, L.projection.bias);
-      axpy(be, x, h);
-      // x = x + fc2(gelu(fc1(LayerNorm2(x))))
-      layer_norm_forward(be, h, layer_norm_cache<T>{mean, rstd}, x, L.norm2.weight, L.norm2.bias, eps);
-      linear_forward(be, mlp, h, L.fc1.weight, L.fc1.bias);
-      gelu_forward(be, mlp, mlp);  // elementwise, in place
-      linear_forward(be, h, mlp, L.fc2.weight, L.fc2.bias);
-      axpy(be, x, h);
+      vision_layer_forward(be, L, st, plan, x, cfg);
+      x = detail::as_const(st.mlp.out);
     }
-    // image_embeds = post_layernorm(x), straight into the output rows of this chunk
-    const tensor_view<T, 2> out_rows(out.data() + b0 * N * E, {cb * N, E});  // (cb N, E)
-    layer_norm_forward(be, out_rows, layer_norm_cache<T>{mean, rstd}, x, m.w.post_norm.weight, m.w.post_norm.bias,
-                       eps);
+    // image_embeds = post_layernorm(x), then from sequence-major into this chunk's (cb, N, E) block
+    layer_norm_forward(be, st.x, layer_norm_cache<T>{st.mlp.in_mean, st.mlp.in_rstd}, x, m.w.post_norm.weight,
+                       m.w.post_norm.bias, cfg.layer_norm_eps);
+    copy(be, tensor_view<T, 3>(out.data() + b0 * N * E, {cb, N, E}), detail::as_const(by_batch(st.x, cb)));
   }
 }
 
