@@ -149,7 +149,7 @@ inline std::string backend(arguments& a) {
 
 // f(be) on the backend `name` names (see backend()): oneDNN's in a build with it, else the reference one.
 template <class F>
-decltype(auto) with_backend(std::string_view name, F&& f) {
+decltype(auto) with_backend([[maybe_unused]] std::string_view name, F&& f) {  // unused without oneDNN
 #ifdef BLIP2_HAS_ONEDNN
   if (name == "onednn") {
     onednn_backend be;

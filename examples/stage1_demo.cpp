@@ -63,13 +63,18 @@
 #include "blip2/optim/clip_grad.hpp"
 #include "blip2/optim/schedule.hpp"
 #include "blip2/train/csv_log.hpp"
-#include "blip2/train/frozen_patch_encoder.hpp"
-#include "blip2/train/plot_png.hpp"
 #include "blip2/train/progress.hpp"
 #include "blip2/train/stage1_step.hpp"
-#include "blip2/train/synthetic_shapes.hpp"
+
+#include "support/frozen_patch_encoder.hpp"
+#include "support/plot_png.hpp"
+#include "support/synthetic_shapes.hpp"
 
 using namespace blip2;
+// The demo's synthetic world, encoder and plot (examples/support/, not the library).
+namespace synthetic = blip2::demo::synthetic;
+using blip2::demo::frozen_patch_encoder, blip2::demo::patch_encoder_config, blip2::demo::patch_features,
+    blip2::demo::patch_activation, blip2::demo::plot_options, blip2::demo::write_training_plot;
 using clock_type = std::chrono::steady_clock;
 
 namespace {

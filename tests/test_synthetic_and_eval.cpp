@@ -23,13 +23,16 @@
 #include "blip2/core/host_tensor.hpp"
 #include "blip2/eval/retrieval.hpp"
 #include "blip2/train/csv_log.hpp"
-#include "blip2/train/frozen_patch_encoder.hpp"
-#include "blip2/train/plot_png.hpp"
 #include "blip2/train/progress.hpp"
-#include "blip2/train/synthetic_shapes.hpp"
+
+// The demo's support (examples/support/, on this test's include path): not the library.
+#include "support/frozen_patch_encoder.hpp"
+#include "support/plot_png.hpp"
+#include "support/synthetic_shapes.hpp"
 
 using namespace blip2;
-namespace sy = blip2::synthetic;
+using namespace blip2::demo;
+namespace sy = blip2::demo::synthetic;
 
 namespace {
 // A scratch directory for the files the tests write, removed when the program ends.
@@ -614,11 +617,11 @@ TEST_CASE("plot_png: a training plot is a PNG of the requested size with the ser
   std::vector<plot_series> bad{{"x", {1, 2}, {1}, 0}};
   CHECK_THROWS_AS(render_plot(bad, {}), shape_error);
   // Tick labels.
-  CHECK(detail::tick_label(200, 50) == "200");
-  CHECK(detail::tick_label(0.25, 0.05) == "0.25");
-  CHECK(detail::tick_label(1.5e-4, 5e-5) == "1.5e-4");
-  CHECK(detail::tick_label(2e-4, 1e-4) == "2e-4");
-  CHECK(detail::nice_step(0, 1000, 5) == 200);
+  CHECK(demo::detail::tick_label(200, 50) == "200");
+  CHECK(demo::detail::tick_label(0.25, 0.05) == "0.25");
+  CHECK(demo::detail::tick_label(1.5e-4, 5e-5) == "1.5e-4");
+  CHECK(demo::detail::tick_label(2e-4, 1e-4) == "2e-4");
+  CHECK(demo::detail::nice_step(0, 1000, 5) == 200);
   CHECK(text_width("ab", 2) == 22);
 }
 

@@ -21,6 +21,7 @@
 #include "harness/temp_dir.hpp"
 
 using namespace blip2;
+using blip2::testing::built_backends;
 using blip2::testing::run_program;
 using blip2::testing::temp_dir;
 
@@ -47,7 +48,7 @@ TEST_CASE("vision_features: the PNG at the model's size matches PyTorch, on both
   const auto cases = safetensors_file::open(fixture / "cases.safetensors");
   const auto want_px = cases.load_dynamic<double>("pixel_values_png");
   const auto want = cases.load_dynamic<double>("image_embeds_png");
-  for (const char* backend : {"reference", "onednn"}) {
+  for (const std::string& backend : built_backends()) {
     CAPTURE(backend);
     temp_dir dir;
     const auto out = dir / "out.safetensors";
@@ -109,6 +110,11 @@ TEST_CASE("vision_features: bad input gives a message and a status, never a cras
   expect({"--model", model, "--image", (dir / "nothing.png").string(), "--output", out}, 1, "nothing.png");
   expect({"--model", model, "--image", (fixture / "config.json").string(), "--output", out}, 1, "config.json");
   expect({"--model", (dir / "no_model").string(), "--image", image, "--output", out}, 1, "no_model");
+#if BLIP2_HAS_ONEDNN
   // bfloat16: this CPU (AVX2) has no oneDNN bf16 matmul, and the path is not implemented anyway
   expect({"--model", model, "--image", image, "--output", out, "--bf16"}, 1, "bfloat16");
+#else
+  // without oneDNN the default backend is the reference, which has no bf16 path
+  expect({"--model", model, "--image", image, "--output", out, "--bf16"}, 2, "--bf16 needs --backend onednn");
+#endif
 }

@@ -2,6 +2,7 @@
 #   -DMODE=find_package|add_subdirectory -DSOURCE_DIR=<blip2 source> -DWORK_DIR=<scratch dir in the build tree>
 #   -DCXX=<C++ compiler> [-DGENERATOR=<CMake generator>] [-DBUILD_TYPE=Release]
 #   [-DPARTS=<,-separated optional parts the outer build has, e.g. onednn,eigen,xtensor>]
+#   [-DDISABLED=<,-separated parts the outer build switched off (BLIP2_ENABLE_<PART>=OFF), e.g. onednn>]
 # find_package:     configure blip2 (tests, examples, benchmarks OFF), build, install into WORK_DIR/prefix,
 #                   check what was installed, check that asking for a component blip2 does not have
 #                   fails cleanly, then configure the consumer with CMAKE_PREFIX_PATH=prefix, requiring
@@ -25,6 +26,13 @@ endif()
 # Common configure arguments: the same compiler as the outer build, no package registry lookups.
 set(common_args ${generator_args} -DCMAKE_CXX_COMPILER=${CXX} -DCMAKE_BUILD_TYPE=${BUILD_TYPE}
                 -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF)
+# The parts the outer build switched off, switched off in the blip2 configured here too.
+string(REPLACE "," ";" disabled "${DISABLED}")
+set(disable_args)
+foreach(part IN LISTS disabled)
+  string(TOUPPER ${part} PART)
+  list(APPEND disable_args -DBLIP2_ENABLE_${PART}=OFF)
+endforeach()
 
 file(REMOVE_RECURSE "${WORK_DIR}")
 file(MAKE_DIRECTORY "${WORK_DIR}")
@@ -35,7 +43,7 @@ if(MODE STREQUAL "find_package")
   message(STATUS "run_consumer: configure blip2 from ${SOURCE_DIR}")
   execute_process(COMMAND ${CMAKE_COMMAND} -S "${SOURCE_DIR}" -B "${WORK_DIR}/blip2-build" ${common_args}
                           -DBLIP2_BUILD_TESTS=OFF -DBLIP2_BUILD_EXAMPLES=OFF -DBLIP2_BUILD_BENCHMARKS=OFF
-                          "-DCMAKE_INSTALL_PREFIX=${prefix}"
+                          ${disable_args} "-DCMAKE_INSTALL_PREFIX=${prefix}"
                   COMMAND_ERROR_IS_FATAL ANY)
   execute_process(COMMAND ${CMAKE_COMMAND} --build "${WORK_DIR}/blip2-build" COMMAND_ERROR_IS_FATAL ANY)
   message(STATUS "run_consumer: install blip2 into ${prefix}")
@@ -79,7 +87,7 @@ if(MODE STREQUAL "find_package")
 elseif(MODE STREQUAL "add_subdirectory")
   message(STATUS "run_consumer: configure the consumer with add_subdirectory(${SOURCE_DIR})")
   execute_process(COMMAND ${CMAKE_COMMAND} -S "${SOURCE_DIR}/tests/consumer" -B "${consumer_build}" ${common_args}
-                          -DBLIP2_CONSUMER_MODE=add_subdirectory "-DBLIP2_SOURCE_DIR=${SOURCE_DIR}"
+                          -DBLIP2_CONSUMER_MODE=add_subdirectory "-DBLIP2_SOURCE_DIR=${SOURCE_DIR}" ${disable_args}
                   COMMAND_ERROR_IS_FATAL ANY)
   # As a subproject blip2 builds none of its tests, examples or benchmarks.
   foreach(part tests examples benchmarks)

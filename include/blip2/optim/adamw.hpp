@@ -140,7 +140,8 @@ class adamw {
       const index_t end = seg.offset + seg.size;
       if constexpr (std::is_same_v<T, float>) {
         // float parameters: the same update in float, the constants folded, a loop the compiler vectorises
-        // (memory-bound: 4 floats read, 3 written per element; the double form took 10x longer at 187M).
+        // (memory-bound: 4 floats read, 3 written per element; the double form is far slower; timing in
+        // benchmarks/README.md).
         const float fb2 = static_cast<float>(b2), fw1 = static_cast<float>(w1), fw2 = static_cast<float>(w2);
         const float inv_bc2 = static_cast<float>(1.0 / bc2_sqrt), feps = static_cast<float>(eps);
         const float neg_step = static_cast<float>(-step_size);

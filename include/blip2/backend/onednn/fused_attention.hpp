@@ -49,11 +49,11 @@
 
 namespace blip2::onednn_detail {
 
-// Whether attention of these sizes runs fused (the automatic choice). benchmarks/bench_attention, 2 threads
-// of this AVX2 EPYC: at the demo's shapes (HS 16, T and S 4-16, 48-144 batches) fused is 3.5-40x faster
-// forward and 3.2-12x backward (e.g. 144 x 4 heads of 16 x 16: 0.70 vs 4.03 ms forward, 0.82 vs 2.88 ms
-// backward); at BLIP-2's (HS 64, 12 heads, T 32-64, S 32-257) the primitives are 2.4-6x faster, their
-// gemm reaching far more of the machine once the matrices are that large.
+// Whether attention of these sizes runs fused (the automatic choice): small heads over short sequences
+// (the demo's HS 16, T and S 4-16) run much faster fused than through oneDNN's batched primitives, forward
+// and backward; at BLIP-2's sizes (HS 64, T 32-64, S 32-257) the primitives are faster, their gemm
+// reaching far more of the machine once the matrices are that large. benchmarks/bench_attention measures
+// both; its figures are in benchmarks/README.md.
 inline bool fused_attention_preferred(index_t T, index_t S, index_t HS) { return HS <= 32 && T * S <= 4096; }
 
 // Whether the fused kernel can take these views: rows of channels contiguous, and no two batch entries
@@ -173,8 +173,8 @@ head_rows rows_of(const tensor_view<T, 3>& x) {
 
 // dst (S, HS) = the head's S rows of x, packed. The Q-Former's sequence-major buffers put a head's rows
 // B C floats apart, a multiple of 4 KiB at the demo's sizes (144 x 64 floats), so that they all fall into
-// one L1 set; read T times in place they thrash it (measured 2-3x slower in the demo than in
-// bench_attention's dense buffers). Packed, they are read from memory once.
+// one L1 set; read T times in place they thrash it (benchmarks/README.md has the measurement). Packed,
+// they are read from memory once.
 template <index_t N>
 BLIP2_ALWAYS_INLINE void pack_rows(float* __restrict dst, const head_rows& x, index_t b, index_t h, index_t S, index_t HS) {
   for (index_t s = 0; s < S; ++s) {

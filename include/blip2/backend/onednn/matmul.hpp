@@ -129,12 +129,10 @@ inline std::unordered_map<int, dnnl::memory> matmul_args(onednn_backend& be, con
 // How a rank-2 matmul is spread over T > 1 threads: 0 (oneDNN's own threading) or the width of the
 // column slices that each thread computes alone, each reading only its slice of B (the weights, the
 // traffic that counts when A has few rows). On an idle machine the two run the Q-Former's shapes at the
-// same speed (2 threads of an AVX2 EPYC: 110-140 GFLOP/s either way). But oneDNN's gemm synchronises
-// its threads several times per call, and each synchronisation waits for a scheduler slice whenever
-// another process holds a core; the split forks and joins once. With other processes holding 1.35 cores,
-// one bench_image_pass --quick run gave 2.80 s split vs 3.81 s unsplit at B = 8, but 1.26 s vs 1.06 s at
-// B = 1: under contention it is noisy and not always a gain. Idle: 886 vs 885 ms (B = 8). Columns are split in
-// multiples of 16 (the kernels' register blocking), at least 64 per thread.
+// same speed. But oneDNN's gemm synchronises its threads several times per call, and each
+// synchronisation waits for a scheduler slice whenever another process holds a core; the split forks and
+// joins once. Under contention the gain is noisy and not always one (measurements in benchmarks/README.md).
+// Columns are split in multiples of 16 (the kernels' register blocking), at least 64 per thread.
 inline index_t matmul_split_width(index_t N, int T) {
   if (T <= 1) return 0;
   const index_t w = (N + T - 1) / T;

@@ -30,9 +30,9 @@ inline dnnl::primitive& softmax_forward_primitive(onednn_backend& be, const dnnl
 }
 
 // dx = p (dp - sum_n p dp) over each row of dense (R, N) p and dp, written into dx (or added to it when
-// accumulate). A loop, not softmax_v2_backward: oneDNN 2.6 has that only as ref:any on AVX2, a scalar
-// loop that took 15 ms for BLIP-2's ITM cross-attention rows (9216 x 257); this one streams the rows once
-// each. The row sum (lane_sum: vectorisable, the same whatever the thread count) is taken before the row
+// accumulate). A loop, not softmax_v2_backward: oneDNN 2.6 has that only as ref:any on AVX2, a slow
+// scalar loop (timing in benchmarks/README.md); this one streams the rows once each. The row sum
+// (lane_sum: vectorisable, the same whatever the thread count) is taken before the row
 // is written, so dx may be dp itself.
 inline void softmax_backward_rows(float* dx, const float* p, const float* dp, index_t R, index_t N, bool accumulate) {
   BLIP2_OMP_FOR

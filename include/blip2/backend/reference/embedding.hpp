@@ -28,8 +28,7 @@ struct kernel<reference_backend, op::embedding_backward> {
   // Each parallel task owns a block of columns of dtable, so repeated ids never race, and every element
   // sums its contributions in the order n = 0, 1, ...: the result is the same whatever the thread count
   // and the block width. The width: the columns split evenly over the threads, in multiples of 16, at
-  // least 64. (Narrow blocks are slow: 16 columns took 3.2 ms for 1536 rows of 768 on two threads of
-  // this AVX2 EPYC, 64 took 0.52 ms and 384 0.30 ms; a scratch timing program, medians of 21.)
+  // least 64 (narrow blocks are several times slower; timings in benchmarks/README.md).
   static index_t channel_block(index_t C) {
     index_t threads = 1;
 #if defined(_OPENMP)

@@ -4,11 +4,12 @@
 // The issue asks for the ViT's weights in bfloat16 on the oneDNN backend (bf16 source and weights, f32
 // accumulation and output). oneDNN 2.6 implements such a matmul only on CPUs with AVX-512 (its
 // AVX-512 ISAs; natively with avx512_core_bf16); there is no emulated path for AVX2 CPUs: creating the
-// primitive fails with "unimplemented" (measured on an AMD EPYC with AVX2 only, oneDNN 2.6.3). We ask oneDNN rather than guess from CPU flags:
-// onednn_bf16_matmul_available() tries to create the primitive of a ViT-g linear (257 x 1408 -> 4224).
+// primitive fails with "unimplemented" (benchmarks/README.md says where this was seen). We ask oneDNN
+// rather than guess from CPU flags: onednn_bf16_matmul_available() tries to create the primitive of a
+// ViT-g linear (257 x 1408 -> 4224).
 //
-// Status: the bf16 forward itself is NOT implemented yet (it was developed on an AVX2-only machine where
-// it could not be run or tested). require_bf16_weights() therefore always throws backend_error: on a CPU
+// Status: the bf16 forward itself is NOT implemented yet (no CPU with a bf16 matmul was at hand to run
+// or test it). require_bf16_weights() therefore always throws backend_error: on a CPU
 // without support it names the CPU's ISA; on a CPU with support it says that the path is missing.
 #pragma once
 #include <string>

@@ -1,4 +1,4 @@
-// blip2/train/plot_png.hpp: line plots of training curves drawn into an RGB buffer and saved as PNG.
+// examples/support/plot_png.hpp: line plots of training curves drawn into an RGB buffer and saved as PNG.
 //
 // render_plot() draws panels stacked vertically (e.g. the losses above the learning rate), sharing the x
 // axis: a frame, light grid lines at "nice" ticks (1, 2, 5 x 10^k; decades on a log axis), tick labels
@@ -13,6 +13,9 @@
 // PNG writing uses stb_image_write (Debian libstb-dev). This header does NOT define
 // STB_IMAGE_WRITE_IMPLEMENTATION: link the prebuilt library (-lstb; CMake: pkg_check_modules(STB
 // IMPORTED_TARGET stb) and PkgConfig::STB), or define the macro in exactly one .cpp of your program.
+//
+// Demo support, not part of the installed library (namespace blip2::demo): examples/ is on the include
+// path of the programs that use it, #include "support/plot_png.hpp".
 #pragma once
 #include <algorithm>
 #include <array>
@@ -33,7 +36,7 @@
 #include "blip2/core/errors.hpp"
 #include "blip2/train/csv_log.hpp"
 
-namespace blip2 {
+namespace blip2::demo {
 
 struct rgb8 {
   std::uint8_t r = 0, g = 0, b = 0;
@@ -556,4 +559,4 @@ inline void write_training_plot(const std::string& png_path, const csv_table& t,
   write_png(png_path, training_plot(t, std::move(opt)));
 }
 
-}  // namespace blip2
+}  // namespace blip2::demo

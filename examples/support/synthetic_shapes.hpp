@@ -1,4 +1,4 @@
-// blip2/train/synthetic_shapes.hpp: a synthetic image-caption world made on the fly, for training a small
+// examples/support/synthetic_shapes.hpp: a synthetic image-caption world made on the fly, for training a small
 // Q-Former from scratch and measuring zero-shot retrieval on attribute combinations it never saw.
 //
 // A scene is two different OBJECTS side by side (horizontal layout: first = left, second = right) or
@@ -37,6 +37,9 @@
 // Determinism: everything random is counter-based Philox (core/rng.hpp): training example `index` of
 // stream `seed` is a pure function of (config, seed, index), whatever the batch size, order or thread count.
 // Images are (H, W, 3) float in [0, 1], row-major, black background, rendered with 4x4 supersampling.
+//
+// Demo support, not part of the installed library (namespace blip2::demo): examples/ is on the include
+// path of the programs that use it, #include "support/synthetic_shapes.hpp".
 #pragma once
 #include <algorithm>
 #include <array>
@@ -54,7 +57,7 @@
 #include "blip2/core/rng.hpp"
 #include "blip2/core/tensor_view.hpp"
 
-namespace blip2::synthetic {
+namespace blip2::demo::synthetic {
 
 // ---------------------------------------------------------------------------------------------------
 // Attributes and vocabulary
@@ -503,4 +506,4 @@ inline void render_eval_set(const shapes_world& world, const eval_set& e, tensor
   }
 }
 
-}  // namespace blip2::synthetic
+}  // namespace blip2::demo::synthetic

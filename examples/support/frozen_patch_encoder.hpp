@@ -1,4 +1,4 @@
-// blip2/train/frozen_patch_encoder.hpp: a frozen image encoder made of fixed random patch features, the
+// examples/support/frozen_patch_encoder.hpp: a frozen image encoder made of fixed random patch features, the
 // stand-in for EVA ViT-g when a small Q-Former is trained from scratch on synthetic scenes.
 //
 // Dimensions: B images, H = W = image_size, Cin channels, p patch size, P = H / p patches a side,
@@ -24,6 +24,9 @@
 // checks that scenes differing only in one colour differ exactly in the tokens of that object.
 // Weights are drawn with Philox from (seed, element index): the same seed gives the same encoder on
 // every machine and thread count. encode() is parallel over the images with OpenMP.
+//
+// Demo support, not part of the installed library (namespace blip2::demo): examples/ is on the include
+// path of the programs that use it, #include "support/frozen_patch_encoder.hpp".
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -34,7 +37,7 @@
 #include "blip2/core/rng.hpp"
 #include "blip2/core/tensor_view.hpp"
 
-namespace blip2 {
+namespace blip2::demo {
 
 enum class patch_activation { none, relu, gelu, tanh };
 
@@ -215,4 +218,4 @@ class frozen_patch_encoder {
   std::vector<float> pos_;  // (P^2, E)
 };
 
-}  // namespace blip2
+}  // namespace blip2::demo
