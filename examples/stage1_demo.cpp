@@ -89,7 +89,10 @@ struct options {
   std::string linear;  // the oneDNN backend's linear inputs: f32 | bf16 (rounded, f32 sums); "": its default
   // model
   index_t hidden = 64, layers = 2, heads = 4, ffn = 128, queries = 4, proj = 64, cross_every = 1;
-  double temp = 0.07, temp_min = 0.0;  // temp is clamped to >= temp_min after every update (CLIP-style)
+  // temp is clamped to >= temp_min after every update. 0.001 is the floor of the [0.001, 0.5] clamp that
+  // ALBEF and BLIP apply to their learnable temperature; with no floor (--temp-min 0) the default run on an
+  // AVX-512 machine drove temp to 0 and stopped (README, "Known problem").
+  double temp = 0.07, temp_min = 0.001;
   // optimiser
   double lr = 2e-3, min_lr = 1e-5, wd = 0.05, clip = 1.0;
   index_t warmup = 30;
