@@ -4,9 +4,8 @@
 //   rstd = 1 / sqrt(var + eps): the forward converts after the primitive.
 // backward: plain loops over rows. oneDNN 2.6's backward primitive writes (never adds) its gradients and
 //   wants the variance back, so using it meant conversion loops and scratch copies around every call,
-//   which cost more than the arithmetic: these loops are 1.1-1.9x faster at R x C = 192..2304 x 64 and
-//   256..1332 x 768 (a scratch timing program, two threads; the forward primitive stays, as loops
-//   compiled without AVX2 were slower than its JIT code at the larger sizes). They do the reference
+//   which cost more than the arithmetic (the figures: benchmarks/README.md); the forward primitive stays,
+//   as its JIT code beat loops compiled without AVX2 at the larger sizes. They do the reference
 //   kernel's arithmetic in float; a row's sums run over 8 partial sums (lane j takes columns j, j + 8,
 //   ...), which the compiler turns into vector adds without reassociating anything, so the result does
 //   not depend on the thread count. Rows are split over the OpenMP threads, dweight/dbias over blocks of
