@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <string>
 
+#include "blip2/backend/reference/reference_backend.hpp"
 #if BLIP2_HAS_ONEDNN
 #include "blip2/backend/onednn/onednn.hpp"
 #endif

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "blip2/backend/reference/reference_backend.hpp"
 #if BLIP2_HAS_ONEDNN
 #include "blip2/backend/onednn/onednn.hpp"
 #endif

@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "blip2/backend/reference/reference_backend.hpp"
 #include "blip2/io/vision_checkpoint.hpp"
 #if BLIP2_HAS_ONEDNN
 #include "blip2/backend/onednn/onednn.hpp"
