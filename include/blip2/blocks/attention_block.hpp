@@ -179,25 +179,25 @@ void block_output_backward(Be& be, const attention_weights<T, S>& w, const atten
                            attention_block_state<T, S>& st, block_scratch<T, S>& sc, tensor_view<const T, 2, S> dout,
                            tensor_view<T, 2, S> dx, const attention_block_options& o) {
   const index_t n = st.rows_out;
-  auto dsum = row_range(sc.d_sum, 0, n);
+  // d(sum): through the LayerNorm (post-LN), or dout itself (pre-LN: out = sum)
+  tensor_view<const T, 2, S> dsum = dout;
   if (o.norm == norm_placement::post) {
     // out = layer_norm(sum)
     const auto gn = grads_or_none(g ? &g->norm : nullptr);
-    layer_norm_backward(be, dsum, gn.weight, gn.bias, dout, st.sum, w.norm.weight,
+    layer_norm_backward(be, row_range(sc.d_sum, 0, n), gn.weight, gn.bias, dout, st.sum, w.norm.weight,
                         layer_norm_cache<T, S>{st.mean, st.rstd});
-  } else {
-    copy(be, dsum, dout);  // out = sum
+    dsum = as_const(row_range(sc.d_sum, 0, n));
   }
   // sum = dropout(ctx Wd + bd) + x: the residual passes d(sum) to x
-  copy(be, row_range(dx, 0, n), as_const(dsum));
-  tensor_view<T, 2, S> ddense = dsum;
+  copy(be, row_range(dx, 0, n), dsum);
+  tensor_view<const T, 2, S> ddense = dsum;
   if (o.hidden_dropout > 0) {
-    ddense = row_range(sc.d_tmp, 0, n);
-    dropout_backward(be, ddense, as_const(dsum), o.hidden_dropout, o.out_seed);
+    dropout_backward(be, row_range(sc.d_tmp, 0, n), dsum, o.hidden_dropout, o.out_seed);
+    ddense = as_const(row_range(sc.d_tmp, 0, n));
   }
   // ctx Wd + bd
   const auto gd = grads_or_none(g ? &g->dense : nullptr);
-  linear_backward(be, row_range(sc.d_ctx, 0, n), gd.weight, gd.bias, as_const(ddense), st.ctx, w.dense.weight);
+  linear_backward(be, row_range(sc.d_ctx, 0, n), gd.weight, gd.bias, ddense, st.ctx, w.dense.weight);
 }
 
 }  // namespace detail

@@ -96,26 +96,26 @@ void feed_forward_backward(Be& be, const feed_forward_weights<T, S>& w, const fe
   if (r1 == r0) return;
   const detail::ffn_rows<T, S> r(st, r0, r1);
   auto rr = [&](const tensor_view<T, 2, S>& v) { return row_range(v, r0, r1); };
-  auto dsum = rr(sc.d_sum);
+  // d(sum): through the LayerNorm (post-LN), or dout itself (pre-LN: out = sum)
+  tensor_view<const T, 2, S> dsum = dout;
   if (o.norm == norm_placement::post) {
     // out = layer_norm(sum)
     const auto gn = detail::grads_or_none(g ? &g->norm : nullptr);
-    layer_norm_backward(be, dsum, gn.weight, gn.bias, dout, detail::as_const(r.sum), w.norm.weight,
+    layer_norm_backward(be, rr(sc.d_sum), gn.weight, gn.bias, dout, detail::as_const(r.sum), w.norm.weight,
                         layer_norm_cache<T, S>{r.mean, r.rstd});
-  } else {
-    copy(be, dsum, dout);  // out = sum
+    dsum = detail::as_const(rr(sc.d_sum));
   }
   // sum = dropout(act W2 + b2) + x: the residual passes d(sum) to x
-  copy(be, dx, detail::as_const(dsum));
-  tensor_view<T, 2, S> ddense = dsum;
+  copy(be, dx, dsum);
+  tensor_view<const T, 2, S> ddense = dsum;
   if (o.hidden_dropout > 0) {
-    ddense = rr(sc.d_tmp);
-    dropout_backward(be, ddense, detail::as_const(dsum), o.hidden_dropout, o.seed + static_cast<std::uint64_t>(r0));
+    dropout_backward(be, rr(sc.d_tmp), dsum, o.hidden_dropout, o.seed + static_cast<std::uint64_t>(r0));
+    ddense = detail::as_const(rr(sc.d_tmp));
   }
   // act W2 + b2
   auto dact = rr(sc.d_f), dinter = rr(sc.d_f2);
   const auto go = detail::grads_or_none(g ? &g->output : nullptr);
-  linear_backward(be, dact, go.weight, go.bias, detail::as_const(ddense), detail::as_const(r.act), w.output.weight);
+  linear_backward(be, dact, go.weight, go.bias, ddense, detail::as_const(r.act), w.output.weight);
   // act = gelu(inter) or relu(inter)
   if (o.act == activation::gelu)
     gelu_backward(be, dinter, detail::as_const(dact), detail::as_const(r.inter));
@@ -124,10 +124,11 @@ void feed_forward_backward(Be& be, const feed_forward_weights<T, S>& w, const fe
   // inter = a W1 + b1
   const bool pre = o.norm == norm_placement::pre;
   const auto gi = detail::grads_or_none(g ? &g->intermediate : nullptr);
-  linear_backward(be, pre ? dsum : dx, gi.weight, gi.bias, detail::as_const(dinter),
+  const auto da = rr(sc.d_sum);  // pre-LN: d(a), a = LayerNorm(x)
+  linear_backward(be, pre ? da : dx, gi.weight, gi.bias, detail::as_const(dinter),
                   pre ? detail::as_const(r.normed) : x, w.intermediate.weight,
                   pre ? grad_write::assign : grad_write::accumulate);
-  detail::block_input_backward(be, dx, detail::as_const(dsum), x, r.in_mean, r.in_rstd, w.norm,
+  detail::block_input_backward(be, dx, detail::as_const(da), x, r.in_mean, r.in_rstd, w.norm,
                                g ? &g->norm : nullptr, o.norm);
 }
 
