@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "blip2/backend/reference/reference_backend.hpp"
 #include "blip2/core/bfloat16.hpp"
@@ -307,6 +308,32 @@ TEST_CASE("round_to_bf16: nearest with ties to even, overflow to infinity, NaN a
   CHECK(std::isnan(nan));
   CHECK(std::isnan(round_to_bf16(of(0x7F80FFFFu))));  // a NaN whose carry would reach the exponent
   CHECK((bits(nan) & 0xFFFFu) == 0u);
+}
+
+TEST_CASE("to_bfloat16: one value and whole buffers round as round_to_bf16; to_float widens exactly") {
+  auto bits = [](float x) { return std::bit_cast<std::uint32_t>(x); };
+  // specials, then bit patterns from a counter-based hash: every class (subnormals, NaNs, huge values)
+  std::vector<float> x = {0.0f, -0.0f, 1.0f, 1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, 0.1f,
+                          std::numeric_limits<float>::max(), std::numeric_limits<float>::infinity(),
+                          -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(),
+                          std::bit_cast<float>(0x7F80FFFFu), std::bit_cast<float>(0xFF800001u),
+                          std::bit_cast<float>(0x00018000u), std::bit_cast<float>(0x00008000u)};
+  for (std::uint64_t i = 0; x.size() < 300001; ++i)  // more than four chunks of 2^16: the threaded loop
+    x.push_back(std::bit_cast<float>(random_bits(11, i)[0]));
+  std::vector<bfloat16> b(x.size());
+  to_bfloat16(x.data(), b.data(), x.size());
+  std::vector<float> back(x.size());
+  to_float(b.data(), back.data(), b.size());
+  std::size_t wrong = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const std::uint32_t want = bits(round_to_bf16(x[i]));
+    if (bits(to_float(to_bfloat16(x[i]))) != want || bits(to_float(b[i])) != want || bits(back[i]) != want) ++wrong;
+  }
+  CHECK(wrong == 0);
+  CHECK(to_bfloat16(1.0f).bits == 0x3F80);
+  CHECK(to_bfloat16(-2.0f).bits == 0xC000);
+  CHECK(to_float(bfloat16{0x4049}) == 3.140625f);
+  to_bfloat16(x.data(), b.data(), 0);  // nothing to do
 }
 
 #if BLIP2_HAS_ONEDNN
