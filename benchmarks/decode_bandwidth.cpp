@@ -20,9 +20,11 @@
 // --results FILE writes the medians as "name M f32_ms bf16_ms" lines for the PyTorch peer
 // (peers/decode_linear_torch.py, run by run_decode_bandwidth.sh) to print ours/torch.
 //
-// Usage: decode_bandwidth [--quick] [--reps N] [--threads N] [--pool-mib N] [--kernel auto|avx512|avx2]
-//                         [--results FILE]
+// Usage: decode_bandwidth [--quick] [--reps N] [--threads N] [--pool-mib N] [--tries N]
+//                         [--kernel auto|avx512|avx2] [--results FILE]
 //   --quick     5 timed calls per case (default 21), 3 bandwidth repeats (default 7)
+//   --tries     a case during which other processes took more than 0.1 core is timed again, 2 s later, up
+//               to N times in all (default 5); the cores they took are printed beside each figure
 //   --kernel    the bf16 kernel (default: the widest this CPU has); with AVX-512, an avx2 column is added
 #include <algorithm>
 #include <cstdint>
@@ -48,11 +50,31 @@ namespace {
 
 struct settings {
   bool quick = false;
-  int reps = 21, bw_reps = 7, threads = 0;
+  int reps = 21, bw_reps = 7, threads = 0, tries = 5;
   std::size_t pool_mib = 2048;
   bf16_kernels kernel = bf16_kernels::automatic;
   std::string results;
 };
+
+// measure(fn, reps), again (at most `tries` times in all, 2 s apart) while other processes took more than
+// 0.1 core meanwhile: on a shared 2-core machine one busy core stalls every OpenMP barrier (calls then
+// take multiples of the scheduler's time slice). others: what they took during the attempt kept.
+struct quiet_timing {
+  timing t;
+  double others = 0;
+};
+template <class Fn>
+quiet_timing measure_quiet(Fn&& fn, int reps, int tries) {
+  quiet_timing q;
+  for (int i = 0; i < tries; ++i) {
+    if (i > 0) sleep(2);
+    const auto c0 = cpu_now();
+    q.t = measure(fn, reps);
+    q.others = others_cores(c0, cpu_now());
+    if (q.others <= 0.1) break;
+  }
+  return q;
+}
 
 const char* kernel_name(bf16_kernels k) {
   switch (k) {
@@ -88,7 +110,7 @@ struct pool {
 
 // ---- STREAM-like bandwidth (GB/s = 1e9 bytes/s) ----
 struct bandwidth {
-  timing read, copy, triad;
+  quiet_timing read, copy, triad;
   double read_gbs = 0, copy_gbs = 0, triad_gbs = 0;
 };
 
@@ -113,12 +135,12 @@ std::uint64_t sum_words(const std::uint64_t* w, std::int64_t n) {
   return s[0] + s[1] + s[2] + s[3];
 }
 
-bandwidth measure_bandwidth(pool& p, int reps) {
+bandwidth measure_bandwidth(pool& p, int reps, int tries) {
   bandwidth b;
   const auto words = static_cast<std::int64_t>(p.bytes / 8);  // a multiple of 512 (whole pages)
   const auto* w = reinterpret_cast<const std::uint64_t*>(p.data);
   volatile std::uint64_t sink = 0;
-  b.read = measure(
+  b.read = measure_quiet(
       [&] {
         std::uint64_t s = 0;
         const std::int64_t chunk = 1 << 16;  // words: 512 KiB
@@ -126,29 +148,29 @@ bandwidth measure_bandwidth(pool& p, int reps) {
         for (std::int64_t c = 0; c < words; c += chunk) s += sum_words(w + c, std::min(chunk, words - c));
         sink = sink + s;
       },
-      reps);
-  b.read_gbs = static_cast<double>(p.bytes) / b.read.median_s * 1e-9;
+      reps, tries);
+  b.read_gbs = static_cast<double>(p.bytes) / b.read.t.median_s * 1e-9;
   // copy: the first half into the second (bytes read + bytes written, STREAM's count)
   auto* bytes = reinterpret_cast<unsigned char*>(p.data);
   const std::int64_t half = static_cast<std::int64_t>(p.bytes / 2), chunk = 1 << 20;
-  b.copy = measure(
+  b.copy = measure_quiet(
       [&] {
 #pragma omp parallel for schedule(static)
         for (std::int64_t c = 0; c < half; c += chunk) std::memcpy(bytes + half + c, bytes + c, std::min(chunk, half - c));
       },
-      reps);
-  b.copy_gbs = 2.0 * static_cast<double>(half) / b.copy.median_s * 1e-9;
+      reps, tries);
+  b.copy_gbs = 2.0 * static_cast<double>(half) / b.copy.t.median_s * 1e-9;
   // triad: a = b + 3 c over thirds of the pool, as floats
   auto* f = reinterpret_cast<float*>(p.data);
   const auto n = static_cast<std::int64_t>(p.bytes / 12);
   float *a = f, *x = f + n, *y = f + 2 * n;
-  b.triad = measure(
+  b.triad = measure_quiet(
       [&] {
 #pragma omp parallel for schedule(static)
         for (std::int64_t i = 0; i < n; ++i) a[i] = x[i] + 3.0f * y[i];
       },
-      reps);
-  b.triad_gbs = 3.0 * static_cast<double>(n) * 4 / b.triad.median_s * 1e-9;
+      reps, tries);
+  b.triad_gbs = 3.0 * static_cast<double>(n) * 4 / b.triad.t.median_s * 1e-9;
   p.fill();  // copy and triad wrote over the weights
   return b;
 }
@@ -164,22 +186,22 @@ constexpr shape shapes[] = {{"q/k/v/out", 2560, 2560, 4}, {"fc1", 10240, 2560, 1
 constexpr int layers = 32;
 
 struct row {
-  timing f32, bf16, bf16_alt;  // bf16_alt: the AVX2 kernel on an AVX-512 CPU
+  quiet_timing f32, bf16, bf16_alt;  // bf16_alt: the AVX2 kernel on an AVX-512 CPU
 };
 
 // Median time of out = inp W^T + bias, W taken in turn from the pool's slots of N x K elements of Elem.
 template <class Elem, class Call>
-timing time_rotating(const pool& p, index_t N, index_t K, int reps, Call&& call) {
+quiet_timing time_rotating(const pool& p, index_t N, index_t K, int reps, int tries, Call&& call) {
   const std::size_t slot = static_cast<std::size_t>(N * K) * sizeof(Elem);
   const std::size_t slots = std::max<std::size_t>(1, p.bytes / slot);
   std::size_t next = 0;
   auto* base = reinterpret_cast<const unsigned char*>(p.data);
-  return measure(
+  return measure_quiet(
       [&] {
         call(tensor_view<const Elem, 2>(reinterpret_cast<const Elem*>(base + next * slot), {N, K}));
         next = (next + 1) % slots;
       },
-      reps);
+      reps, tries);
 }
 
 }  // namespace
@@ -193,12 +215,13 @@ int main(int argc, char** argv) {
     else if (a == "--reps") cfg.reps = std::max(1, std::stoi(next()));
     else if (a == "--threads") cfg.threads = std::stoi(next());
     else if (a == "--pool-mib") cfg.pool_mib = std::stoul(next());
+    else if (a == "--tries") cfg.tries = std::max(1, std::stoi(next()));
     else if (a == "--results") cfg.results = next();
     else if (a == "--kernel") {
       const std::string k = next();
       cfg.kernel = k == "avx512" ? bf16_kernels::avx512 : k == "avx2" ? bf16_kernels::avx2 : bf16_kernels::automatic;
     } else {
-      std::fprintf(stderr, "usage: decode_bandwidth [--quick] [--reps N] [--threads N] [--pool-mib N] "
+      std::fprintf(stderr, "usage: decode_bandwidth [--quick] [--reps N] [--threads N] [--pool-mib N] [--tries N] "
                            "[--kernel auto|avx512|avx2] [--results FILE]\n");
       return 2;
     }
@@ -216,14 +239,14 @@ int main(int argc, char** argv) {
               cfg.pool_mib);
 
   pool p(cfg.pool_mib << 20);
-  const auto c0 = cpu_now();
-  const bandwidth bw = measure_bandwidth(p, cfg.bw_reps);
-  std::printf("memory bandwidth (%zu MiB, %d repeats, median [min, max] GB/s; other processes %.2f cores):\n",
-              p.bytes >> 20, cfg.bw_reps, others_cores(c0, cpu_now()));
-  auto gbs = [](double bytes, const timing& t) {
-    char b[64];
-    std::snprintf(b, sizeof b, "%5.1f [%5.1f, %5.1f]", bytes / t.median_s * 1e-9, bytes / t.max_s * 1e-9,
-                  bytes / t.min_s * 1e-9);
+  const bandwidth bw = measure_bandwidth(p, cfg.bw_reps, cfg.tries);
+  std::printf("memory bandwidth (%zu MiB, %d repeats, median [min, max] GB/s; the cores other processes took):\n",
+              p.bytes >> 20, cfg.bw_reps);
+  auto gbs = [](double bytes, const quiet_timing& q) {
+    char b[96];
+    const timing& t = q.t;
+    std::snprintf(b, sizeof b, "%5.1f [%5.1f, %5.1f]   others %.2f", bytes / t.median_s * 1e-9, bytes / t.max_s * 1e-9,
+                  bytes / t.min_s * 1e-9, q.others);
     return std::string(b);
   };
   std::printf("  read  (sum)           %s\n", gbs(static_cast<double>(p.bytes), bw.read).c_str());
@@ -233,18 +256,17 @@ int main(int argc, char** argv) {
     const std::size_t n = p.bytes / 4 / 4;
     const float* src = p.floats();
     bfloat16* dst = p.data + p.bytes / 4;  // after the floats read
-    const timing t = measure([&] { to_bfloat16(src, dst, n); }, cfg.bw_reps);
-    std::printf("  to_bfloat16 (f32 -> bf16, %zu MiB in): %.1f GB/s of float32 (OPT-2.7B's 10.6 GB: %.1f s)\n\n",
-                n * 4 >> 20, static_cast<double>(n) * 4 / t.median_s * 1e-9,
-                10.6 / (static_cast<double>(n) * 4 / t.median_s * 1e-9));
+    const quiet_timing q = measure_quiet([&] { to_bfloat16(src, dst, n); }, cfg.bw_reps, cfg.tries);
+    const double g = static_cast<double>(n) * 4 / q.t.median_s * 1e-9;
+    std::printf("  to_bfloat16 (f32 -> bf16, %zu MiB in): %.1f GB/s of float32 (OPT-2.7B's 10.6 GB: %.1f s)   others %.2f\n\n",
+                n * 4 >> 20, g, 10.6 / g, q.others);
     p.fill();
   }
 
-  std::printf("%-10s %2s | %-24s | %-24s | %7s%s\n", "linear", "M", "f32 oneDNN: ms GB/s %bw", "bf16 ours: ms GB/s %bw",
-              "bf16/f32", alt ? " | bf16 avx2: ms GB/s %bw" : "");
+  std::printf("%-10s %2s | %-24s | %-24s | %7s | %-24s | %s\n", "linear", "M", "f32 oneDNN: ms GB/s %bw",
+              "bf16 ours: ms GB/s %bw", "bf16/f32", alt ? "bf16 avx2: ms GB/s %bw" : "", "others");
   std::vector<std::vector<row>> rows(std::size(shapes));
   const index_t Ms[] = {1, 5};
-  const auto c1 = cpu_now();
   for (std::size_t s = 0; s < std::size(shapes); ++s) {
     const auto [name, N, K, per_layer] = shapes[s];
     for (index_t M : Ms) {
@@ -253,27 +275,28 @@ int main(int argc, char** argv) {
       for (index_t i = 0; i < inp.size(); ++i) inp[i] = unit(1, static_cast<std::uint64_t>(i));
       for (index_t i = 0; i < N; ++i) bias[i] = 0.02f * unit(2, static_cast<std::uint64_t>(i));
       row r;
-      r.f32 = time_rotating<float>(p, N, K, cfg.reps, [&](auto w) { linear_forward(be, out, inp, w, bias); });
-      r.bf16 = time_rotating<bfloat16>(p, N, K, cfg.reps, [&](auto w) { linear_bf16_forward(be, out, inp, w, bias); });
+      r.f32 = time_rotating<float>(p, N, K, cfg.reps, cfg.tries, [&](auto w) { linear_forward(be, out, inp, w, bias); });
+      r.bf16 = time_rotating<bfloat16>(p, N, K, cfg.reps, cfg.tries,
+                                       [&](auto w) { linear_bf16_forward(be, out, inp, w, bias); });
       if (alt)
-        r.bf16_alt = time_rotating<bfloat16>(p, N, K, cfg.reps,
+        r.bf16_alt = time_rotating<bfloat16>(p, N, K, cfg.reps, cfg.tries,
                                              [&](auto w) { linear_bf16_forward(be_alt, out, inp, w, bias); });
-      auto cell = [&](const timing& t, double bytes) {
+      auto cell = [&](const quiet_timing& q, double bytes) {
         char b[64];
-        const double g = bytes / t.median_s * 1e-9;
-        std::snprintf(b, sizeof b, "%7.3f %6.1f %4.0f%%", t.median_s * 1e3, g, 100 * g / bw.read_gbs);
+        const double g = bytes / q.t.median_s * 1e-9;
+        std::snprintf(b, sizeof b, "%7.3f %6.1f %4.0f%%", q.t.median_s * 1e3, g, 100 * g / bw.read_gbs);
         return std::string(b);
       };
       const double wb = static_cast<double>(N * K);
-      std::printf("%-10s %2ld | %-24s | %-24s | %7.2fx%s\n", name, static_cast<long>(M), cell(r.f32, 4 * wb).c_str(),
-                  cell(r.bf16, 2 * wb).c_str(), r.f32.median_s / r.bf16.median_s,
-                  alt ? (" | " + cell(r.bf16_alt, 2 * wb)).c_str() : "");
+      std::printf("%-10s %2ld | %-24s | %-24s | %7.2fx | %-24s | %.2f %.2f %.2f\n", name, static_cast<long>(M),
+                  cell(r.f32, 4 * wb).c_str(), cell(r.bf16, 2 * wb).c_str(), r.f32.t.median_s / r.bf16.t.median_s,
+                  alt ? cell(r.bf16_alt, 2 * wb).c_str() : "", r.f32.others, r.bf16.others, r.bf16_alt.others);
       std::fflush(stdout);
       rows[s].push_back(r);
     }
   }
-  std::printf("(other processes %.2f cores during the table; load average %s)\n\n", others_cores(c1, cpu_now()),
-              loadavg().c_str());
+  std::printf("(others: the cores other processes took during each column's timing, after up to %d tries; load "
+              "average %s)\n\n", cfg.tries, loadavg().c_str());
 
   // ---- whole model: 32 layers of six linears + lm_head per step ----
   double params = 0;
@@ -287,12 +310,12 @@ int main(int argc, char** argv) {
     double f32 = 0, bf16 = 0, bf16_alt = 0;
     for (std::size_t s = 0; s < std::size(shapes); ++s) {
       const double times = shapes[s].per_layer ? shapes[s].per_layer * layers : 1;
-      f32 += times * rows[s][mi].f32.median_s;
-      bf16 += times * rows[s][mi].bf16.median_s;
-      bf16_alt += times * rows[s][mi].bf16_alt.median_s;
+      f32 += times * rows[s][mi].f32.t.median_s;
+      bf16 += times * rows[s][mi].bf16.t.median_s;
+      bf16_alt += times * rows[s][mi].bf16_alt.t.median_s;
       if (results)
-        results << shapes[s].name << ' ' << Ms[mi] << ' ' << rows[s][mi].f32.median_s * 1e3 << ' '
-                << rows[s][mi].bf16.median_s * 1e3 << '\n';
+        results << shapes[s].name << ' ' << Ms[mi] << ' ' << rows[s][mi].f32.t.median_s * 1e3 << ' '
+                << rows[s][mi].bf16.t.median_s * 1e3 << '\n';
     }
     if (results) results << "model " << Ms[mi] << ' ' << f32 * 1e3 << ' ' << bf16 * 1e3 << '\n';
     const double limit_f32 = params * 4 / (bw.read_gbs * 1e9), limit_bf16 = params * 2 / (bw.read_gbs * 1e9);
