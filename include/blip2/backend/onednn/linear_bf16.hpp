@@ -13,6 +13,8 @@
 //   - a tile of NR weight rows x MR input rows, MR <= 8 (all rows of a decode step): each weight vector,
 //     loaded and widened once, serves the MR input rows, and each input vector the NR weight rows; the
 //     NR x MR sums stay in registers (NR as large as fits: tile_rows below);
+//   - each tile asks for its rows' weights 1 KiB ahead (software prefetch): with several rows read at once
+//     the hardware prefetchers alone fell well short of the bandwidth;
 //   - the OpenMP threads share blocks of weight rows, so each weight is read once per call; more than 8
 //     input rows run in groups of 8, each group reading the block again (from cache).
 // The K % 16 (or 8) last columns are summed in scalar code; the vector sums are added up at the end of a
@@ -73,8 +75,12 @@ inline bf16_kernels bf16_kernel_for(bf16_kernels asked) {
 }
 
 // Weight rows per tile for MR input rows, with `registers` vector registers: the NR x MR sums, the NR
-// widened weight vectors and one input vector must fit; at most 4 rows (enough independent sums).
-constexpr int tile_rows(int registers, int MR) { return std::clamp((registers - 1) / (MR + 1), 1, 4); }
+// widened weight vectors and one input vector must fit; at most 6 rows.
+constexpr int tile_rows(int registers, int MR) { return std::clamp((registers - 1) / (MR + 1), 1, 6); }
+
+// How far ahead in each weight row a tile asks for the weights, in bytes (benchmarks/README.md has the
+// measurements behind it).
+constexpr index_t prefetch_bytes = 1024;
 
 // acc[r * MR + m] += sum over k in [k0, K) of x[m * ldx + k] w[r * ldw + k]: the columns after the last
 // full vector.
@@ -98,6 +104,7 @@ BLIP2_BF16_TARGET_AVX512 void bf16_tile_avx512(const float* x, index_t ldx, cons
   for (; k + 16 <= K; k += 16) {
     __m512 wk[NR];  // w(r, k .. k+15) widened: each 16-bit value zero-extended, then shifted into the top half
     for (int r = 0; r < NR; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(w + r * ldw + k) + prefetch_bytes, _MM_HINT_T0);
       const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + r * ldw + k));
       wk[r] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
     }
@@ -128,6 +135,7 @@ BLIP2_BF16_TARGET_AVX2 void bf16_tile_avx2(const float* x, index_t ldx, const bf
   for (; k + 8 <= K; k += 8) {
     __m256 wk[NR];
     for (int r = 0; r < NR; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(w + r * ldw + k) + prefetch_bytes, _MM_HINT_T0);
       const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + r * ldw + k));
       wk[r] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
     }
@@ -198,7 +206,7 @@ struct kernel<onednn_backend, op::linear_bf16_forward> {
         BLIP2_OMP_FOR
         for (index_t b = 0; b < (N + block - 1) / block; ++b) {
           const index_t n1 = std::min(N, (b + 1) * block);
-          float acc[4 * 8];  // (NR, MR)
+          float acc[6 * 8];  // (NR, MR)
           for (index_t m0 = 0; m0 < M; m0 += 8) {
             const int mr = static_cast<int>(std::min<index_t>(8, M - m0));
             const bf16_tiles t = bf16_tiles_for(k, mr);
