@@ -11,9 +11,10 @@
 //   - the f32 -> bf16 conversion of weights (to_bfloat16), GB/s of float32 read;
 //   - for OPT-2.7B's decode shapes (q/k/v/out 2560x2560, fc1 10240x2560, fc2 2560x10240, lm_head
 //     50272x2560) at M = 1 and 5: the median time of linear_forward (f32) and linear_bf16_forward, the
-//     effective GB/s (weight bytes / time) and its fraction of the measured read bandwidth. Each call reads
-//     its weights from another slot of the same pool (slots in turn), so weights come from memory, as in a
-//     real decode whose 5.3-10.6 GB of weights no cache holds (a warm 26 MB matrix would run from cache);
+//     effective GB/s (weight bytes / time) and its fraction of the measured read bandwidth. The kinds of
+//     call are timed in turn, call by call (the VM's bandwidth moves from second to second), and each call
+//     reads the pool's bytes after the last call's, so weights come from memory, as in a real decode whose
+//     5.3-10.6 GB of weights no cache holds (a warm 26 MB matrix would run from cache);
 //   - a whole-model estimate: one layer's six linears x 32 + lm_head per step, as steps/s for f32 and bf16
 //     (at M = 5 a step makes one token for each of the 5 beams), the bf16/f32 ratio, and the limit
 //     (weight bytes per step over the read bandwidth). Attention, LayerNorm and the KV cache are left out.
@@ -186,22 +187,53 @@ constexpr shape shapes[] = {{"q/k/v/out", 2560, 2560, 4}, {"fc1", 10240, 2560, 1
 constexpr int layers = 32;
 
 struct row {
-  quiet_timing f32, bf16, bf16_alt;  // bf16_alt: the AVX2 kernel on an AVX-512 CPU
+  timing f32, bf16, bf16_alt;  // bf16_alt: the AVX2 kernel on an AVX-512 CPU
+  double others = 0;
 };
 
-// Median time of out = inp W^T + bias, W taken in turn from the pool's slots of N x K elements of Elem.
-template <class Elem, class Call>
-quiet_timing time_rotating(const pool& p, index_t N, index_t K, int reps, int tries, Call&& call) {
-  const std::size_t slot = static_cast<std::size_t>(N * K) * sizeof(Elem);
-  const std::size_t slots = std::max<std::size_t>(1, p.bytes / slot);
-  std::size_t next = 0;
-  auto* base = reinterpret_cast<const unsigned char*>(p.data);
-  return measure_quiet(
-      [&] {
-        call(tensor_view<const Elem, 2>(reinterpret_cast<const Elem*>(base + next * slot), {N, K}));
-        next = (next + 1) % slots;
-      },
-      reps, tries);
+// The weights of the next call: the pool's next N x K x elem bytes after the last call's (from the start
+// when they would pass the end), so a call never reads what the last 2 GiB of reads left in a cache.
+struct rotation {
+  const pool& p;
+  std::size_t at = 0;
+  const unsigned char* next(std::size_t bytes) {
+    if (at + bytes > p.bytes) at = 0;
+    const auto* w = reinterpret_cast<const unsigned char*>(p.data) + at;
+    at += (bytes + 4095) / 4096 * 4096;
+    return w;
+  }
+};
+
+// Medians of out = inp W^T + bias by each of `calls` (f32, bf16, ...): one untimed round, then `reps`
+// rounds that time each call once, in turn, so that all see the same memory system (this VM's bandwidth
+// moves from second to second). Again, 2 s later, while other processes took more than 0.1 core, at most
+// `tries` times in all.
+template <class... Calls>
+std::vector<timing> time_in_turn(rotation& rot, index_t N, index_t K, int reps, int tries, double& others,
+                                 Calls&&... calls) {
+  std::vector<std::vector<double>> t(sizeof...(Calls));
+  auto round = [&](bool timed) {
+    std::size_t i = 0;
+    auto one = [&](auto& call) {
+      const double t0 = now_s();
+      call(N, K, rot);
+      if (timed) t[i].push_back(now_s() - t0);
+      ++i;
+    };
+    (one(calls), ...);
+  };
+  for (int attempt = 0; attempt < tries; ++attempt) {
+    if (attempt > 0) sleep(2);
+    for (auto& v : t) v.clear();
+    const auto c0 = cpu_now();
+    round(false);
+    for (int r = 0; r < reps; ++r) round(true);
+    others = others_cores(c0, cpu_now());
+    if (others <= 0.1) break;
+  }
+  std::vector<timing> out;
+  for (const auto& v : t) out.push_back(summarize(v));
+  return out;
 }
 
 }  // namespace
@@ -266,6 +298,7 @@ int main(int argc, char** argv) {
   std::printf("%-10s %2s | %-24s | %-24s | %7s | %-24s | %s\n", "linear", "M", "f32 oneDNN: ms GB/s %bw",
               "bf16 ours: ms GB/s %bw", "bf16/f32", alt ? "bf16 avx2: ms GB/s %bw" : "", "others");
   std::vector<std::vector<row>> rows(std::size(shapes));
+  rotation rot{p};
   const index_t Ms[] = {1, 5};
   for (std::size_t s = 0; s < std::size(shapes); ++s) {
     const auto [name, N, K, per_layer] = shapes[s];
@@ -274,29 +307,42 @@ int main(int argc, char** argv) {
       host_tensor<float, 1> bias({N});
       for (index_t i = 0; i < inp.size(); ++i) inp[i] = unit(1, static_cast<std::uint64_t>(i));
       for (index_t i = 0; i < N; ++i) bias[i] = 0.02f * unit(2, static_cast<std::uint64_t>(i));
+      // the three calls, each on the rotation's next weights
+      auto f32 = [&](index_t n, index_t k, rotation& rt) {
+        const auto* w = reinterpret_cast<const float*>(rt.next(static_cast<std::size_t>(n * k) * 4));
+        linear_forward(be, out, inp, tensor_view<const float, 2>(w, {n, k}), bias);
+      };
+      auto bf16_with = [&](onednn_backend& b) {
+        return [&](index_t n, index_t k, rotation& rt) {
+          const auto* w = reinterpret_cast<const bfloat16*>(rt.next(static_cast<std::size_t>(n * k) * 2));
+          linear_bf16_forward(b, out, inp, tensor_view<const bfloat16, 2>(w, {n, k}), bias);
+        };
+      };
+      auto bf16 = bf16_with(be), bf16_alt = bf16_with(be_alt);
       row r;
-      r.f32 = time_rotating<float>(p, N, K, cfg.reps, cfg.tries, [&](auto w) { linear_forward(be, out, inp, w, bias); });
-      r.bf16 = time_rotating<bfloat16>(p, N, K, cfg.reps, cfg.tries,
-                                       [&](auto w) { linear_bf16_forward(be, out, inp, w, bias); });
-      if (alt)
-        r.bf16_alt = time_rotating<bfloat16>(p, N, K, cfg.reps, cfg.tries,
-                                             [&](auto w) { linear_bf16_forward(be_alt, out, inp, w, bias); });
-      auto cell = [&](const quiet_timing& q, double bytes) {
+      if (alt) {
+        const auto t = time_in_turn(rot, N, K, cfg.reps, cfg.tries, r.others, f32, bf16, bf16_alt);
+        r.f32 = t[0], r.bf16 = t[1], r.bf16_alt = t[2];
+      } else {
+        const auto t = time_in_turn(rot, N, K, cfg.reps, cfg.tries, r.others, f32, bf16);
+        r.f32 = t[0], r.bf16 = t[1];
+      }
+      auto cell = [&](const timing& t, double bytes) {
         char b[64];
-        const double g = bytes / q.t.median_s * 1e-9;
-        std::snprintf(b, sizeof b, "%7.3f %6.1f %4.0f%%", q.t.median_s * 1e3, g, 100 * g / bw.read_gbs);
+        const double g = bytes / t.median_s * 1e-9;
+        std::snprintf(b, sizeof b, "%7.3f %6.1f %4.0f%%", t.median_s * 1e3, g, 100 * g / bw.read_gbs);
         return std::string(b);
       };
       const double wb = static_cast<double>(N * K);
-      std::printf("%-10s %2ld | %-24s | %-24s | %7.2fx | %-24s | %.2f %.2f %.2f\n", name, static_cast<long>(M),
-                  cell(r.f32, 4 * wb).c_str(), cell(r.bf16, 2 * wb).c_str(), r.f32.t.median_s / r.bf16.t.median_s,
-                  alt ? cell(r.bf16_alt, 2 * wb).c_str() : "", r.f32.others, r.bf16.others, r.bf16_alt.others);
+      std::printf("%-10s %2ld | %-24s | %-24s | %7.2fx | %-24s | %.2f\n", name, static_cast<long>(M),
+                  cell(r.f32, 4 * wb).c_str(), cell(r.bf16, 2 * wb).c_str(), r.f32.median_s / r.bf16.median_s,
+                  alt ? cell(r.bf16_alt, 2 * wb).c_str() : "", r.others);
       std::fflush(stdout);
       rows[s].push_back(r);
     }
   }
-  std::printf("(others: the cores other processes took during each column's timing, after up to %d tries; load "
-              "average %s)\n\n", cfg.tries, loadavg().c_str());
+  std::printf("(f32, bf16%s timed in turn, call by call; others: the cores other processes took meanwhile, after up "
+              "to %d tries; load average %s)\n\n", alt ? " and bf16 avx2" : "", cfg.tries, loadavg().c_str());
 
   // ---- whole model: 32 layers of six linears + lm_head per step ----
   double params = 0;
@@ -310,12 +356,12 @@ int main(int argc, char** argv) {
     double f32 = 0, bf16 = 0, bf16_alt = 0;
     for (std::size_t s = 0; s < std::size(shapes); ++s) {
       const double times = shapes[s].per_layer ? shapes[s].per_layer * layers : 1;
-      f32 += times * rows[s][mi].f32.t.median_s;
-      bf16 += times * rows[s][mi].bf16.t.median_s;
-      bf16_alt += times * rows[s][mi].bf16_alt.t.median_s;
+      f32 += times * rows[s][mi].f32.median_s;
+      bf16 += times * rows[s][mi].bf16.median_s;
+      bf16_alt += times * rows[s][mi].bf16_alt.median_s;
       if (results)
-        results << shapes[s].name << ' ' << Ms[mi] << ' ' << rows[s][mi].f32.t.median_s * 1e3 << ' '
-                << rows[s][mi].bf16.t.median_s * 1e3 << '\n';
+        results << shapes[s].name << ' ' << Ms[mi] << ' ' << rows[s][mi].f32.median_s * 1e3 << ' '
+                << rows[s][mi].bf16.median_s * 1e3 << '\n';
     }
     if (results) results << "model " << Ms[mi] << ' ' << f32 * 1e3 << ' ' << bf16 * 1e3 << '\n';
     const double limit_f32 = params * 4 / (bw.read_gbs * 1e9), limit_bf16 = params * 2 / (bw.read_gbs * 1e9);
