@@ -5,7 +5,7 @@
 // made from them in each run. What remains is float32 summation against double over K <= 1029 terms:
 // the default tolerance (NMSE 1e-9, harness/backend_ops.hpp) applies, with room to spare (~1e-12 seen).
 // Shapes: M = 1..9 (a decode step's rows: 1, 5 beams; 9 takes two groups of 8 in the vector kernels),
-// N not a multiple of the vector kernels' tile (1-6 rows) or OpenMP block (32 rows), K odd, below one
+// N not a multiple of the vector kernels' tile (1-6 rows) or OpenMP block (30-32 rows), K odd, below one
 // vector, and with a tail after whole vectors of 8 and 16; views: padded, reversed and repeated rows, a
 // non-unit column stride in inp (copied densely first) and in the weight (the reference loop), a NaN and
 // an infinity among the weights, K = 0.

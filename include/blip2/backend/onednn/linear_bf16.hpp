@@ -202,7 +202,9 @@ struct kernel<onednn_backend, op::linear_bf16_forward> {
         }
         const bfloat16* w = weight.data();
         const index_t ldw = weight.stride(0);
-        constexpr index_t block = 32;  // weight rows per OpenMP chunk
+        // weight rows per OpenMP chunk: about 32, a whole number of the first group's tiles
+        const index_t rows = bf16_tiles_for(k, static_cast<int>(std::min<index_t>(8, std::max<index_t>(1, M)))).rows;
+        const index_t block = rows * (32 / rows);
         BLIP2_OMP_FOR
         for (index_t b = 0; b < (N + block - 1) / block; ++b) {
           const index_t n1 = std::min(N, (b + 1) * block);
