@@ -11,13 +11,14 @@
 //   - the f32 -> bf16 conversion of weights (to_bfloat16), GB/s of float32 read;
 //   - for OPT-2.7B's decode shapes (q/k/v/out 2560x2560, fc1 10240x2560, fc2 2560x10240, lm_head
 //     50272x2560) at M = 1 and 5: the median time of linear_forward (f32) and linear_bf16_forward, the
-//     effective GB/s (weight bytes / time) and its fraction of the measured read bandwidth. The kinds of
-//     call are timed in turn, call by call (the VM's bandwidth moves from second to second), and each call
-//     reads the pool's bytes after the last call's, so weights come from memory, as in a real decode whose
-//     5.3-10.6 GB of weights no cache holds (a warm 26 MB matrix would run from cache);
+//     effective GB/s (weight bytes / time) and its fraction of the read rate of a plain sum over as many
+//     bytes as the bf16 weights. The kinds of call (the sum too) are timed in turn, call by call (the VM's
+//     bandwidth moves from minute to minute), and each call reads the pool's bytes after the last call's,
+//     so weights come from memory, as in a real decode whose 5.3-10.6 GB of weights no cache holds (a
+//     warm 26 MB matrix would run from cache);
 //   - a whole-model estimate: one layer's six linears x 32 + lm_head per step, as steps/s for f32 and bf16
-//     (at M = 5 a step makes one token for each of the 5 beams), the bf16/f32 ratio, and the limit
-//     (weight bytes per step over the read bandwidth). Attention, LayerNorm and the KV cache are left out.
+//     (at M = 5 a step makes one token for each of the 5 beams), the bf16/f32 ratio, and the limit (the
+//     same bytes at each row's read rate). Attention, LayerNorm and the KV cache are left out.
 // --results FILE writes the medians as "name M f32_ms bf16_ms" lines for the PyTorch peer
 // (peers/decode_linear_torch.py, run by run_decode_bandwidth.sh) to print ours/torch.
 //
@@ -136,20 +137,20 @@ std::uint64_t sum_words(const std::uint64_t* w, std::int64_t n) {
   return s[0] + s[1] + s[2] + s[3];
 }
 
+// Reads `bytes` bytes from p (a multiple of 128) on all threads, each a contiguous part: the read rate.
+volatile std::uint64_t read_sink = 0;
+void read_all(const void* p, std::int64_t bytes) {
+  const auto* w = static_cast<const std::uint64_t*>(p);
+  const std::int64_t words = bytes / 8, chunk = 1 << 16;  // 512 KiB
+  std::uint64_t s = 0;
+#pragma omp parallel for schedule(static) reduction(+ : s)
+  for (std::int64_t c = 0; c < words; c += chunk) s += sum_words(w + c, std::min(chunk, words - c));
+  read_sink = read_sink + s;
+}
+
 bandwidth measure_bandwidth(pool& p, int reps, int tries) {
   bandwidth b;
-  const auto words = static_cast<std::int64_t>(p.bytes / 8);  // a multiple of 512 (whole pages)
-  const auto* w = reinterpret_cast<const std::uint64_t*>(p.data);
-  volatile std::uint64_t sink = 0;
-  b.read = measure_quiet(
-      [&] {
-        std::uint64_t s = 0;
-        const std::int64_t chunk = 1 << 16;  // words: 512 KiB
-#pragma omp parallel for schedule(static) reduction(+ : s)
-        for (std::int64_t c = 0; c < words; c += chunk) s += sum_words(w + c, std::min(chunk, words - c));
-        sink = sink + s;
-      },
-      reps, tries);
+  b.read = measure_quiet([&] { read_all(p.data, static_cast<std::int64_t>(p.bytes)); }, reps, tries);
   b.read_gbs = static_cast<double>(p.bytes) / b.read.t.median_s * 1e-9;
   // copy: the first half into the second (bytes read + bytes written, STREAM's count)
   auto* bytes = reinterpret_cast<unsigned char*>(p.data);
@@ -187,7 +188,7 @@ constexpr shape shapes[] = {{"q/k/v/out", 2560, 2560, 4}, {"fc1", 10240, 2560, 1
 constexpr int layers = 32;
 
 struct row {
-  timing f32, bf16, bf16_alt;  // bf16_alt: the AVX2 kernel on an AVX-512 CPU
+  timing read, f32, bf16, bf16_alt;  // read: the bf16 weights' bytes summed; bf16_alt: the AVX2 kernel
   double others = 0;
 };
 
@@ -295,8 +296,8 @@ int main(int argc, char** argv) {
     p.fill();
   }
 
-  std::printf("%-10s %2s | %-24s | %-24s | %7s | %-24s | %s\n", "linear", "M", "f32 oneDNN: ms GB/s %bw",
-              "bf16 ours: ms GB/s %bw", "bf16/f32", alt ? "bf16 avx2: ms GB/s %bw" : "", "others");
+  std::printf("%-10s %2s | %6s | %-24s | %-24s | %7s | %-24s | %s\n", "linear", "M", "read", "f32 oneDNN: ms GB/s %rd",
+              "bf16 ours: ms GB/s %rd", "bf16/f32", alt ? "bf16 avx2: ms GB/s %rd" : "", "others");
   std::vector<std::vector<row>> rows(std::size(shapes));
   rotation rot{p};
   const index_t Ms[] = {1, 5};
@@ -307,7 +308,11 @@ int main(int argc, char** argv) {
       host_tensor<float, 1> bias({N});
       for (index_t i = 0; i < inp.size(); ++i) inp[i] = unit(1, static_cast<std::uint64_t>(i));
       for (index_t i = 0; i < N; ++i) bias[i] = 0.02f * unit(2, static_cast<std::uint64_t>(i));
-      // the three calls, each on the rotation's next weights
+      // the calls, each on the rotation's next bytes: a plain read of as many bytes as the bf16 weights
+      // (the bandwidth at that moment: the VM's moves from minute to minute), then the linears
+      auto read = [&](index_t n, index_t k, rotation& rt) {
+        read_all(rt.next(static_cast<std::size_t>(n * k) * 2), n * k * 2);
+      };
       auto f32 = [&](index_t n, index_t k, rotation& rt) {
         const auto* w = reinterpret_cast<const float*>(rt.next(static_cast<std::size_t>(n * k) * 4));
         linear_forward(be, out, inp, tensor_view<const float, 2>(w, {n, k}), bias);
@@ -321,41 +326,44 @@ int main(int argc, char** argv) {
       auto bf16 = bf16_with(be), bf16_alt = bf16_with(be_alt);
       row r;
       if (alt) {
-        const auto t = time_in_turn(rot, N, K, cfg.reps, cfg.tries, r.others, f32, bf16, bf16_alt);
-        r.f32 = t[0], r.bf16 = t[1], r.bf16_alt = t[2];
+        const auto t = time_in_turn(rot, N, K, cfg.reps, cfg.tries, r.others, read, f32, bf16, bf16_alt);
+        r.read = t[0], r.f32 = t[1], r.bf16 = t[2], r.bf16_alt = t[3];
       } else {
-        const auto t = time_in_turn(rot, N, K, cfg.reps, cfg.tries, r.others, f32, bf16);
-        r.f32 = t[0], r.bf16 = t[1];
+        const auto t = time_in_turn(rot, N, K, cfg.reps, cfg.tries, r.others, read, f32, bf16);
+        r.read = t[0], r.f32 = t[1], r.bf16 = t[2];
       }
+      const double wb = static_cast<double>(N * K), read_gbs = 2 * wb / r.read.median_s * 1e-9;
       auto cell = [&](const timing& t, double bytes) {
         char b[64];
         const double g = bytes / t.median_s * 1e-9;
-        std::snprintf(b, sizeof b, "%7.3f %6.1f %4.0f%%", t.median_s * 1e3, g, 100 * g / bw.read_gbs);
+        std::snprintf(b, sizeof b, "%7.3f %6.1f %4.0f%%", t.median_s * 1e3, g, 100 * g / read_gbs);
         return std::string(b);
       };
-      const double wb = static_cast<double>(N * K);
-      std::printf("%-10s %2ld | %-24s | %-24s | %7.2fx | %-24s | %.2f\n", name, static_cast<long>(M),
+      std::printf("%-10s %2ld | %6.1f | %-24s | %-24s | %7.2fx | %-24s | %.2f\n", name, static_cast<long>(M), read_gbs,
                   cell(r.f32, 4 * wb).c_str(), cell(r.bf16, 2 * wb).c_str(), r.f32.median_s / r.bf16.median_s,
                   alt ? cell(r.bf16_alt, 2 * wb).c_str() : "", r.others);
       std::fflush(stdout);
       rows[s].push_back(r);
     }
   }
-  std::printf("(f32, bf16%s timed in turn, call by call; others: the cores other processes took meanwhile, after up "
+  std::printf("(read: GB/s of a plain sum over as many bytes as the bf16 weights; %%rd: a kernel's GB/s over it; read, "
+              "f32, bf16%s timed in turn, call by call; others: the cores other processes took meanwhile, after up "
               "to %d tries; load average %s)\n\n", alt ? " and bf16 avx2" : "", cfg.tries, loadavg().c_str());
 
   // ---- whole model: 32 layers of six linears + lm_head per step ----
   double params = 0;
   for (const auto& sh : shapes) params += static_cast<double>(sh.N * sh.K) * (sh.per_layer ? sh.per_layer * layers : 1);
   std::printf("whole model (OPT-2.7B linears: %.2f G weights, %.1f GB f32 / %.1f GB bf16 per step; attention, "
-              "LayerNorm, KV cache left out):\n",
-              params * 1e-9, params * 4e-9, params * 2e-9);
+              "LayerNorm, KV cache left out; the read limit: the same bytes at each row's read rate; at the 2 GiB "
+              "read rate above: %.2f steps/s f32, %.2f bf16):\n",
+              params * 1e-9, params * 4e-9, params * 2e-9, bw.read_gbs * 1e9 / (params * 4), bw.read_gbs * 1e9 / (params * 2));
   std::ofstream results;
   if (!cfg.results.empty()) results.open(cfg.results);
   for (std::size_t mi = 0; mi < std::size(Ms); ++mi) {
-    double f32 = 0, bf16 = 0, bf16_alt = 0;
+    double f32 = 0, bf16 = 0, bf16_alt = 0, limit_bf16 = 0;
     for (std::size_t s = 0; s < std::size(shapes); ++s) {
       const double times = shapes[s].per_layer ? shapes[s].per_layer * layers : 1;
+      limit_bf16 += times * rows[s][mi].read.median_s;
       f32 += times * rows[s][mi].f32.median_s;
       bf16 += times * rows[s][mi].bf16.median_s;
       bf16_alt += times * rows[s][mi].bf16_alt.median_s;
@@ -364,8 +372,8 @@ int main(int argc, char** argv) {
                 << rows[s][mi].bf16.median_s * 1e3 << '\n';
     }
     if (results) results << "model " << Ms[mi] << ' ' << f32 * 1e3 << ' ' << bf16 * 1e3 << '\n';
-    const double limit_f32 = params * 4 / (bw.read_gbs * 1e9), limit_bf16 = params * 2 / (bw.read_gbs * 1e9);
-    std::printf("  M = %ld: f32 %.1f ms/step = %.2f steps/s (%.0f%% of the bandwidth limit %.2f); bf16 %.1f ms/step = "
+    const double limit_f32 = 2 * limit_bf16;  // the same bandwidth, twice the bytes
+    std::printf("  M = %ld: f32 %.1f ms/step = %.2f steps/s (%.0f%% of the read limit %.2f); bf16 %.1f ms/step = "
                 "%.2f steps/s (%.0f%% of %.2f); bf16/f32 %.2fx",
                 static_cast<long>(Ms[mi]), f32 * 1e3, 1 / f32, 100 * limit_f32 / f32, 1 / limit_f32, bf16 * 1e3,
                 1 / bf16, 100 * limit_bf16 / bf16, 1 / limit_bf16, f32 / bf16);
