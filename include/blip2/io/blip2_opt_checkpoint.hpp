@@ -7,6 +7,9 @@
 // language_projection.{weight, bias}, language_model.* (io/opt_checkpoint.hpp). The Q-Former and the
 // projection are copied (they train in stage 2); the float32 decoder is viewed in place in the mapped
 // files. Errors name the file and the tensor (or config field) that is wrong.
+// language_projection maps the Q-Former width to word_embed_proj_dim, the width the decoder embeds
+// into: Hugging Face sizes it by text_config.hidden_size, which is the same number for every released
+// BLIP-2 OPT and would not fit an opt-350m-shaped decoder (512-wide embeddings, 1024 hidden).
 //
 //   auto m = blip2::load_blip2_opt("blip2-opt-2.7b");   // float; load_blip2_opt<double> for an oracle
 #pragma once

@@ -1,0 +1,132 @@
+// stage2_golden: BLIP-2 stage 2 with OPT against PyTorch fixtures (tests/fixtures/make_stage2_fixtures.py,
+// float64, LAVIS's loss, Hugging Face's OPT): the loss, the logits and the gradient of every trainable
+// tensor, for a pre-LN decoder (stage2_opt) and an opt-350m-shaped one (post-LN, project_in/out, lm_head
+// saved, sharded: stage2_opt_postln), right-padded and left-padded text, on the reference backend (float,
+// double) and the oneDNN backend (float). Then the loaders' and the step's errors.
+//
+// Tolerances: outputs within 1e-4 of the tensor's largest magnitude in float (the fixture's own float32
+// rounding is 6e-8; float32 sums of a few hundred terms add ~1e-6 relative, so 1e-4 catches any
+// semantic difference: a wrong mask or position moves logits by O(1)); gradients within 1e-3 of the
+// largest magnitude of the tensor with a floor of 1e-3 x the largest gradient of all (the key biases'
+// gradients are zero in exact arithmetic, softmax being shift-invariant, and float32 leaves round-off of
+// the size of the other gradients' there). double: 2e-6 (the fixture is float64 rounded to float32).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "blip2/backend/reference/reference_backend.hpp"
+#if BLIP2_HAS_ONEDNN
+#include "blip2/backend/onednn/onednn.hpp"
+#endif
+#include "blip2/io/blip2_opt_checkpoint.hpp"
+#include "blip2/models/blip2_opt/stage2.hpp"
+#include "harness/temp_dir.hpp"
+
+using namespace blip2;
+namespace fs = std::filesystem;
+
+namespace {
+
+const fs::path fixtures = BLIP2_FIXTURE_DIR;
+
+template <class T>
+double max_abs(const T* p, index_t n) {
+  double m = 0;
+  for (index_t k = 0; k < n; ++k) m = std::max(m, std::abs(static_cast<double>(p[k])));
+  return m;
+}
+
+template <class T, class Be>
+void run_stage2(Be& be, const std::string& fixture, const std::string& variant, double out_tol, double grad_tol) {
+  CAPTURE(fixture);
+  CAPTURE(variant);
+  const auto dir = fixtures / fixture;
+  auto m = load_blip2_opt<T>(dir);
+  const auto inputs = safetensors_file::open(dir / ("inputs" + variant + ".safetensors"));
+  const auto expected = safetensors_file::open(dir / ("expected" + variant + ".safetensors"));
+  const auto img = inputs.load_dynamic<T>("image_embeds");
+  const auto ids = inputs.load_i64<2>("input_ids");
+  const auto mask = inputs.load_i64<2>("attention_mask");
+  const auto labels = inputs.load_i64<2>("labels");
+  const index_t B = ids.extent(0), Tn = ids.extent(1), V = m.llm.config().vocab_size;
+  stage2_state<T> st;
+  m.zero_grad(be);
+  const T loss = stage2_forward(be, m, st, tensor_view<const T, 3>(img.data.data(), {img.shape[0], img.shape[1], img.shape[2]}),
+                                ids.view(), mask.view(), labels.view());
+  stage2_backward(be, m, st);
+  const double want_loss = expected.load_dynamic<double>("loss_lm").data[0];
+  CHECK(std::abs(static_cast<double>(loss) - want_loss) <= out_tol * std::max(1.0, std::abs(want_loss)));
+  // logits (B, T, V) against the sequence-major rows t B + b
+  MESSAGE(fixture, variant, ": loss ", static_cast<double>(loss), " (want ", want_loss, ")");
+  const auto want_logits = expected.load_dynamic<double>("logits");
+  REQUIRE(want_logits.shape == std::vector<index_t>({B, Tn, V}));
+  const auto lg = st.logits();
+  double scale = 0, err = 0;
+  for (double x : want_logits.data) scale = std::max(scale, std::abs(x));
+  for (index_t b = 0; b < B; ++b)
+    for (index_t t = 0; t < Tn; ++t)
+      for (index_t v = 0; v < V; ++v)
+        err = std::max(err, std::abs(static_cast<double>(lg(t * B + b, v)) -
+                                     want_logits.data[static_cast<std::size_t>((b * Tn + t) * V + v)]));
+  CHECK(err <= out_tol * scale);
+  // every trainable gradient, and nothing for the frozen parts
+  std::vector<std::pair<std::string, tensor_view<const T, 1>>> grads;
+  for_each_parameter(m.qformer.config(), m.qformer.g, [&](const std::string& name, auto& v) {
+    grads.emplace_back("grad." + name, tensor_view<const T, 1>(v.data(), {v.size()}));
+  });
+  grads.emplace_back("grad.language_projection.weight",
+                     tensor_view<const T, 1>(m.projection.g.weight.data(), {m.projection.g.weight.size()}));
+  grads.emplace_back("grad.language_projection.bias",
+                     tensor_view<const T, 1>(m.projection.g.bias.data(), {m.projection.g.bias.size()}));
+  index_t expected_grads = 0;
+  double floor = 0;
+  for (const auto& name : expected.names())
+    if (name.rfind("grad.", 0) == 0) {
+      ++expected_grads;
+      const auto g = expected.load_dynamic<double>(name);
+      for (double x : g.data) floor = std::max(floor, std::abs(x));
+      CHECK_MESSAGE(name.find("language_model") == std::string::npos, name);
+      CHECK_MESSAGE(name.find("vision_model") == std::string::npos, name);
+    }
+  if (variant == "_left" && expected_grads == 0) return;  // the left-padded fixtures hold outputs only
+  CHECK(expected_grads == static_cast<index_t>(grads.size()));
+  floor *= 1e-3;
+  double worst = 0;
+  std::string worst_name;
+  for (const auto& [name, got] : grads) {
+    REQUIRE_MESSAGE(expected.contains(name), name);
+    const auto want = expected.load_dynamic<double>(name);
+    REQUIRE(static_cast<index_t>(want.data.size()) == got.size());
+    double ref = floor, diff = 0;
+    for (double x : want.data) ref = std::max(ref, std::abs(x));
+    for (index_t k = 0; k < got.size(); ++k)
+      diff = std::max(diff, std::abs(static_cast<double>(got(k)) - want.data[static_cast<std::size_t>(k)]));
+    if (diff / ref > worst) worst = diff / ref, worst_name = name;
+  }
+  CAPTURE(worst_name);
+  CHECK(worst <= grad_tol);
+  MESSAGE(fixture, variant, ": logits err/scale ", err / scale, ", worst gradient err/ref ", worst, " (", worst_name, ")");
+}
+
+}  // namespace
+
+TEST_CASE("stage 2 matches PyTorch: loss, logits, trainable gradients (reference backend, float and double)") {
+  reference_backend be;
+  for (const char* fixture : {"stage2_opt", "stage2_opt_postln"})
+    for (const char* variant : {"", "_left"}) {
+      run_stage2<float>(be, fixture, variant, 1e-4, 1e-3);
+      run_stage2<double>(be, fixture, variant, 2e-6, 2e-6);
+    }
+}
+
+#if BLIP2_HAS_ONEDNN
+TEST_CASE("stage 2 matches PyTorch on the oneDNN backend") {
+  onednn_backend be;
+  for (const char* fixture : {"stage2_opt", "stage2_opt_postln"})
+    for (const char* variant : {"", "_left"}) run_stage2<float>(be, fixture, variant, 1e-4, 1e-3);
+}
+#endif
