@@ -31,15 +31,12 @@ struct value {
   bool boolean = false;
   std::string text;                                    // string: decoded UTF-8; number: the literal
   std::vector<value> items;                            // array
-  std::vector<std::pair<std::string, value>> members;  // object, in file order
+  struct member;                                       // {first: key, second: value}
+  std::vector<member> members;                         // object, in file order
   std::size_t line = 0;                                // 1-based line of the value's first character
 
   // The last member named `key`, or nullptr (also when this is not an object).
-  const value* find(std::string_view key) const {
-    for (auto it = members.rbegin(); it != members.rend(); ++it)
-      if (it->first == key) return &it->second;
-    return nullptr;
-  }
+  const value* find(std::string_view key) const;
   // The number as a 64-bit integer when it is written as one (no fraction, no exponent) and fits.
   std::optional<std::int64_t> integer() const {
     std::int64_t v = 0;
@@ -53,6 +50,18 @@ struct value {
     return names[static_cast<int>(k)];
   }
 };
+
+// (Defined after value: a std::pair<std::string, value> member of value itself is an incomplete type to clang.)
+struct value::member {
+  std::string first;
+  value second;
+};
+
+inline const value* value::find(std::string_view key) const {
+  for (auto it = members.rbegin(); it != members.rend(); ++it)
+    if (it->first == key) return &it->second;
+  return nullptr;
+}
 
 namespace detail {
 
@@ -120,7 +129,7 @@ class parser {
         if (pos_ >= s_.size() || s_[pos_] != '"') fail("expected a string key in double quotes");
         std::string key = parse_string();
         expect(':', "':' after an object key");
-        v.members.emplace_back(std::move(key), parse_value(depth + 1));
+        v.members.push_back({std::move(key), parse_value(depth + 1)});
       } while (eat(','));
       expect('}', "',' or '}' in an object");
     } else if (c == '[') {
