@@ -21,9 +21,15 @@
 // clean_up_tokenization_spaces: the config's value, else false (see byte_bpe_tokenizer.hpp; LAVIS's pinned
 // transformers 4.33 would clean up: set options.clean_up_tokenization_spaces to reproduce it).
 #pragma once
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "blip2/core/errors.hpp"
 #include "blip2/io/byte_bpe_tokenizer.hpp"
