@@ -8,6 +8,7 @@
 //   io (safetensors, Hugging Face config, checkpoints)   when compiled with BLIP2_HAS_IO (link blip2::io)
 //   io/image.hpp (PNG/JPEG, BLIP-2's eval transform)      when compiled with BLIP2_HAS_IMAGE (link blip2::image)
 //   io/bert_tokenizer.hpp (BERT WordPiece, LAVIS captions)    always (C++20 only)
+//   io/byte_bpe_tokenizer.hpp, io/opt_tokenizer.hpp (GPT-2 byte-level BPE, OPT's specials)  always (C++20 only)
 //   Eigen / xtensor adaptors   when their headers are found (link blip2::eigen / blip2::xtensor)
 #pragma once
 
@@ -76,6 +77,8 @@
 
 // The BERT tokenizer and LAVIS captions need only C++20 (their Unicode tables are generated, committed).
 #include "blip2/io/bert_tokenizer.hpp"
+#include "blip2/io/byte_bpe_tokenizer.hpp"
+#include "blip2/io/opt_tokenizer.hpp"
 
 #if defined(BLIP2_HAS_ONEDNN)
 #include "blip2/backend/onednn/onednn.hpp"
