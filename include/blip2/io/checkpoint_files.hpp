@@ -45,7 +45,11 @@ inline std::vector<safetensors_file> open_checkpoint_files(const std::filesystem
     shards.insert(f);
   }
   if (shards.empty()) fail("weight_map is empty");
-  for (const auto& f : shards) files.push_back(safetensors_file::open(dir / f));
+  for (const auto& f : shards) {
+    if (!std::filesystem::exists(dir / f))  // a partial download: name the index that wants the shard
+      fail("weight_map names the shard \"", f, "\", which is not in the directory '", dir.string(), "'");
+    files.push_back(safetensors_file::open(dir / f));
+  }
   return files;
 }
 

@@ -14,6 +14,9 @@
 // Backward: gradients of query_tokens, the Q-Former and the projection are ADDED to their arenas (zero
 // them first: model.zero_grad(be)); the decoder's only when it was made with gradients (a frozen decoder
 // computes none). Dropout: none (run_options.training adds the configs' dropout to Q-Former and decoder).
+// Errors name the caller's (b, t): shape_error for labels, attention_mask or image_embeds of another
+// batch; value_error for an id outside [0, V), a label outside [0, V) that is not -100, a mask value other
+// than 0/1, and (from opt_forward) Q + T positions past max_position_embeddings.
 #pragma once
 #include <span>
 #include <vector>
@@ -96,6 +99,9 @@ T stage2_forward(Be& be, const blip2_opt_model<T, Space>& m, stage2_state<T, Spa
               "; at least one sequence of one token is needed");
   detail::check_shape(op, "attention_mask", attention_mask, {B, Tn});
   detail::check_shape(op, "labels", labels, {B, Tn});
+  const auto image = detail::as_const(detail::arg_view<Be, 3>(image_embeds));  // (B, N, E)
+  BLIP2_CHECK(image.extent(0) == B, shape_error, op, ": image_embeds has shape ", shape_string(image), " but input_ids has ",
+              B, " rows: one image per text (", image.extent(0), " images for ", B, " texts)");
   st.B = B, st.Q = Q, st.T_text = Tn, st.L = L;
   st.text_ids.host.resize(static_cast<std::size_t>(Tn * B));
   st.targets.host.resize(static_cast<std::size_t>(Tn * B));
@@ -105,9 +111,14 @@ T stage2_forward(Be& be, const blip2_opt_model<T, Space>& m, stage2_state<T, Spa
       const index_t id = input_ids(b, t);
       BLIP2_CHECK(id >= 0 && id < V, value_error, op, ": input_ids(", b, ", ", t, ") = ", id, " is outside [0, ", V,
                   ") (the decoder's embedding rows)");
+      // checked here, in the caller's (b, t): cross_entropy and opt_forward would name their own rows
+      const index_t target = labels(b, t), keep = attention_mask(b, t);
+      BLIP2_CHECK(target == default_ignore_index || (target >= 0 && target < V), value_error, op, ": labels(", b, ", ",
+                  t, ") = ", target, " is outside [0, ", V, ") (the decoder's embedding rows) and is not -100 (not counted)");
+      BLIP2_CHECK(keep == 0 || keep == 1, value_error, op, ": attention_mask(", b, ", ", t, ") = ", keep, " is not 0 or 1");
       st.text_ids.host[static_cast<std::size_t>(t * B + b)] = id;
-      st.targets.host[static_cast<std::size_t>(t * B + b)] = labels(b, t);
-      st.mask[static_cast<std::size_t>(b * L + Q + t)] = attention_mask(b, t);
+      st.targets.host[static_cast<std::size_t>(t * B + b)] = target;
+      st.mask[static_cast<std::size_t>(b * L + Q + t)] = keep;
     }
   st.text_ids.upload(be);
   st.targets.upload(be);
@@ -125,8 +136,7 @@ T stage2_forward(Be& be, const blip2_opt_model<T, Space>& m, stage2_state<T, Spa
   });
   lay_out(st.index_storage, [&](auto& a) { st.count = a.template take<1>({1}); });
 
-  soft_prompt_forward(be, m, st.prompt, std::forward<Img>(image_embeds), row_range(st.embeds, 0, Q * B));
-  BLIP2_CHECK(st.prompt.kv.B == B, shape_error, op, ": ", st.prompt.kv.B, " images for ", B, " texts");
+  soft_prompt_forward(be, m, st.prompt, image, row_range(st.embeds, 0, Q * B));
   embedding_forward(be, row_range(st.embeds, Q * B, L * B), st.text_ids.view(), m.llm.w.embed_tokens);
   st.cache.reserve(cfg.num_hidden_layers, B, L, cfg.hidden_size, false);
   opt_forward(be, m.llm, st.llm, st.cache, detail::as_const(st.embeds), tensor_view<const index_t, 2>(st.mask.data(), {B, L}));
