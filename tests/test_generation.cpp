@@ -51,14 +51,17 @@ struct toy_model {
   std::int32_t eos;
   std::int64_t slope;
   std::vector<std::int64_t> base;
+  std::int64_t levels;  // > 0: the table takes this many values and there is no row bias (ties)
+  bool memory;          // false: appending ignores the token (logits depend on (row, n) only)
   std::vector<row_state> state;
   std::vector<float> values;  // (rows, V)
   // what generation did to it
   index_t appends = 0;
   std::vector<index_t> select_sizes;
 
-  toy_model(index_t v, std::uint64_t s, std::int32_t e, std::int64_t sl, std::vector<std::int64_t> b)
-      : V(v), seed(s), eos(e), slope(sl), base(std::move(b)) {
+  toy_model(index_t v, std::uint64_t s, std::int32_t e, std::int64_t sl, std::vector<std::int64_t> b, std::int64_t lv = 0,
+            bool mem = true)
+      : V(v), seed(s), eos(e), slope(sl), base(std::move(b)), levels(lv), memory(mem) {
     for (index_t r = 0; r < static_cast<index_t>(base.size()); ++r)
       state.push_back({r, mix(seed * 1000003ull + static_cast<std::uint64_t>(r)), 0});
     refresh();
@@ -69,9 +72,15 @@ struct toy_model {
       const row_state& s = state[r];
       for (index_t v = 0; v < V; ++v) {
         const auto uv = static_cast<std::uint64_t>(v);
-        std::int64_t L = static_cast<std::int64_t>((mix(s.h ^ (uv * 0x9E3779B97F4A7C15ull)) >> 40) % 24577) - 12288;
-        L += static_cast<std::int64_t>(
-                 (mix(seed * 0x2545F4914F6CDD1Dull + static_cast<std::uint64_t>(s.origin) * 131u + uv) >> 40) % 8193) - 4096;
+        const std::uint64_t table = mix(s.h ^ (uv * 0x9E3779B97F4A7C15ull)) >> 40;
+        std::int64_t L = 0;
+        if (levels > 0) {
+          L = static_cast<std::int64_t>(table % static_cast<std::uint64_t>(levels)) * (24576 / (levels - 1)) - 12288;
+        } else {
+          L = static_cast<std::int64_t>(table % 24577) - 12288;
+          L += static_cast<std::int64_t>(
+                   (mix(seed * 0x2545F4914F6CDD1Dull + static_cast<std::uint64_t>(s.origin) * 131u + uv) >> 40) % 8193) - 4096;
+        }
         if (v == eos) L += base[static_cast<std::size_t>(s.origin)] + slope * s.n;
         values[r * static_cast<std::size_t>(V) + static_cast<std::size_t>(v)] = static_cast<float>(L) / 4096.0f;
       }
@@ -91,7 +100,8 @@ struct toy_model {
     REQUIRE(static_cast<index_t>(tokens.size()) == rows());
     for (std::size_t i = 0; i < tokens.size(); ++i) {
       REQUIRE((tokens[i] >= 0 && tokens[i] < V));
-      state[i].h = mix(state[i].h ^ ((static_cast<std::uint64_t>(tokens[i]) + 1) * 0x100000001B3ull));
+      const std::uint64_t t = memory ? static_cast<std::uint64_t>(tokens[i]) + 1 : 1;
+      state[i].h = mix(state[i].h ^ (t * 0x100000001B3ull));
       state[i].n += 1;
     }
     ++appends;
@@ -141,6 +151,8 @@ struct generation_case {
   std::uint64_t seed = 0;
   std::int32_t boosted = 0;  // the token whose logit grows with n (the EOS of most cases)
   std::int64_t slope = 0;
+  std::int64_t levels = 0;
+  int memory = 1;
   std::vector<std::int64_t> base;
   generation_options options;
   index_t calls = 0;
@@ -200,7 +212,7 @@ const fixture& load_fixture() {
         ls >> c->name;
       } else if (tag == "model") {
         std::size_t B = 0;
-        ls >> c->V >> c->seed >> c->boosted >> c->slope >> B;
+        ls >> c->V >> c->seed >> c->boosted >> c->slope >> c->levels >> c->memory >> B;
         c->base.resize(B);
         for (auto& x : c->base) ls >> x;
       } else if (tag == "options") {
@@ -249,7 +261,7 @@ const fixture& load_fixture() {
 }
 
 toy_model make_model(const generation_case& c) {
-  return toy_model(c.V, c.seed, c.boosted, c.slope, c.base);
+  return toy_model(c.V, c.seed, c.boosted, c.slope, c.base, c.levels, c.memory != 0);
 }
 
 // The first difference between a result and the fixture, or "" (also used on perturbed copies to show
