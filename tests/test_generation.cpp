@@ -557,6 +557,7 @@ TEST_CASE("option errors name the field and the fix") {
   auto fails_with = [](generation_options o, const std::string& part) {
     const std::string msg = error_of([&] { o.validate(100); });
     CAPTURE(msg);
+    CHECK_THROWS_AS(o.validate(100), value_error);
     CHECK(msg.find(part) != std::string::npos);
   };
   generation_options o;
@@ -600,11 +601,13 @@ TEST_CASE("model errors: wrong logits shape, NaN, all -inf, an algorithm called 
       tensor_view<const float, 2> logits() const { return {values.data(), {rows(), V - 1}}; }
     };
     bad_shape m(11, 1, 3, 0, {0, 0});
+    CHECK_THROWS_AS(greedy_search(m, o), shape_error);
     const std::string msg = error_of([&] { greedy_search(m, o); });
     CHECK(msg.find("greedy_search: at step 0 the model's logits() has shape (2, 10) but (2, 11) was expected") != std::string::npos);
   }
   {
     constant_model m({0.0f, std::nanf(""), 1.0f, 2.0f}, 1);
+    CHECK_THROWS_AS(generate(m, o), value_error);
     const std::string msg = error_of([&] { generate(m, o); });
     CHECK(msg.find("greedy_search: the model's logit of token 1 in row 0 at step 0 is nan") != std::string::npos);
   }
