@@ -2,7 +2,11 @@
 // float64, LAVIS's loss, Hugging Face's OPT): the loss, the logits and the gradient of every trainable
 // tensor, for a pre-LN decoder (stage2_opt) and an opt-350m-shaped one (post-LN, project_in/out, lm_head
 // saved, sharded: stage2_opt_postln), right-padded and left-padded text, on the reference backend (float,
-// double) and the oneDNN backend (float). Then the loaders' and the step's errors.
+// double) and the oneDNN backend (float). Then generation (generation.json: the float64 reference of
+// Hugging Face's greedy and beam search, tests/fixtures/hf_generation.py, over the same decoder): the ids
+// must be identical, the scores within 1e-5 relative (float logits; the reference's margins between the
+// chosen and the next candidate are above 2e-4, checked by the fixture script), on both backends; and the
+// prompts' ids from the tokenizer files of the checkpoint (tokens.json).
 //
 // Tolerances: outputs within 1e-4 of the tensor's largest magnitude in float (the fixture's own float32
 // rounding is 6e-8; float32 sums of a few hundred terms add ~1e-6 relative, so 1e-4 catches any
@@ -22,7 +26,11 @@
 #if BLIP2_HAS_ONEDNN
 #include "blip2/backend/onednn/onednn.hpp"
 #endif
+#include <nlohmann/json.hpp>
+
 #include "blip2/io/blip2_opt_checkpoint.hpp"
+#include "blip2/io/opt_tokenizer.hpp"
+#include "blip2/models/blip2_opt/generate_text.hpp"
 #include "blip2/models/blip2_opt/stage2.hpp"
 #include "harness/temp_dir.hpp"
 
@@ -112,7 +120,71 @@ void run_stage2(Be& be, const std::string& fixture, const std::string& variant, 
   MESSAGE(fixture, variant, ": logits err/scale ", err / scale, ", worst gradient err/ref ", worst, " (", worst_name, ")");
 }
 
+nlohmann::json read_json(const fs::path& p) {
+  std::ifstream f(p);
+  REQUIRE(f.good());
+  return nlohmann::json::parse(f);
+}
+
+// Every run of generation.json through blip2_opt_generate: ids and EOS flags identical, scores close.
+template <class T, class Be>
+void run_generation(Be& be) {
+  const auto dir = fixtures / "stage2_opt";
+  const auto m = load_blip2_opt<T>(dir);
+  const auto inputs = safetensors_file::open(dir / "inputs.safetensors");
+  const auto img = inputs.load_dynamic<T>("image_embeds");
+  const auto g = read_json(dir / "generation.json");
+  int sequences = 0;
+  for (const auto& run : g["runs"]) {
+    CAPTURE(run["name"].get<std::string>());
+    const auto prompt = run["prompt_ids"].get<std::vector<index_t>>();
+    generation_options o;
+    o.num_beams = run["num_beams"];
+    o.max_new_tokens = run["max_new_tokens"];
+    o.min_new_tokens = run["min_new_tokens"];
+    o.length_penalty = run["length_penalty"];
+    o.repetition_penalty = run["repetition_penalty"];
+    o.eos_token_id = g["eos_token_id"];
+    o.pad_token_id = g["pad_token_id"];
+    const auto out = blip2_opt_generate(be, m, tensor_view<const T, 3>(img.data.data(), {img.shape[0], img.shape[1], img.shape[2]}),
+                                        std::span<const index_t>(prompt), o);
+    REQUIRE(out.size() == run["results"].size());
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      const auto& want = run["results"][i];
+      CHECK(out[i].ids == want["ids"].get<std::vector<std::int32_t>>());
+      CHECK(out[i].ended_with_eos == want["eos"].get<bool>());
+      const double ws = want["score"];
+      CHECK(std::abs(out[i].score - ws) <= 1e-5 * std::max(1.0, std::abs(ws)));
+      ++sequences;
+    }
+  }
+  CHECK(sequences >= 15);
+}
+
 }  // namespace
+
+TEST_CASE("the checkpoint's tokenizer gives the fixture's prompt ids; the end marker is the id of \"\\n\"") {
+  const auto dir = fixtures / "stage2_opt";
+  const auto tok = io::load_opt_tokenizer(dir);
+  const auto t = read_json(dir / "tokens.json");
+  for (const auto& [text, ids] : t["prompt_ids"].items()) {
+    CAPTURE(text);
+    const auto got = tok.encode(text);
+    CHECK(std::vector<index_t>(got.begin(), got.end()) == ids.get<std::vector<index_t>>());
+  }
+  CHECK(tok.token_id("\n") == t["newline_id"].get<index_t>());
+  CHECK(tok.pad_id() == std::optional<std::int64_t>(t["pad_id"].get<index_t>()));
+}
+
+TEST_CASE("generation matches the float64 Hugging Face reference: greedy, beam search, repetition penalty") {
+  reference_backend ref;
+  run_generation<float>(ref);
+  run_generation<double>(ref);
+#if BLIP2_HAS_ONEDNN
+  onednn_backend dnnl;
+  run_generation<float>(dnnl);
+#endif
+}
 
 TEST_CASE("stage 2 matches PyTorch: loss, logits, trainable gradients (reference backend, float and double)") {
   reference_backend be;
