@@ -13,6 +13,7 @@
 
 #include "backend_ops/layer_norm_cases.hpp"
 #include "backend_ops/linear_cases.hpp"
+#include "backend_ops/linear_bf16_cases.hpp"
 #include "backend_ops/softmax_cases.hpp"
 #include "backend_ops/attention_cases.hpp"
 #include "backend_ops/activation_cases.hpp"
@@ -31,6 +32,7 @@ std::vector<op_case> all_cases() {
   std::vector<op_case> cases;
   add_layer_norm_cases(cases);
   add_linear_cases(cases);
+  add_linear_bf16_cases(cases);
   add_softmax_cases(cases);
   add_attention_cases(cases);
   add_activation_cases(cases);

@@ -1,5 +1,5 @@
-// test_ops_by_hand: small cases of gelu, l2_normalize, row_max, embedding, cross_entropy and bfloat16
-// rounding whose answers are worked out by hand in the comments, the errors their public functions
+// test_ops_by_hand: small cases of gelu, l2_normalize, row_max, embedding, cross_entropy, bfloat16
+// rounding and the bfloat16-weight linear whose answers are worked out by hand in the comments, the errors their public functions
 // raise, and the oneDNN linear's bf16 mode against the double reference on rounded inputs. The
 // conformance and finite-difference tests compare implementations with each other; these pin the
 // reference itself to the definitions (PyTorch semantics).
@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "blip2/backend/reference/reference_backend.hpp"
 #include "blip2/core/bfloat16.hpp"
@@ -24,6 +25,7 @@
 #include "blip2/nn/l2_normalize.hpp"
 #include "blip2/nn/layer_norm.hpp"
 #include "blip2/nn/linear.hpp"
+#include "blip2/nn/linear_bf16.hpp"
 #include "blip2/nn/row_max.hpp"
 #if BLIP2_HAS_ONEDNN
 #include "blip2/backend/onednn/onednn.hpp"
@@ -307,6 +309,88 @@ TEST_CASE("round_to_bf16: nearest with ties to even, overflow to infinity, NaN a
   CHECK(std::isnan(nan));
   CHECK(std::isnan(round_to_bf16(of(0x7F80FFFFu))));  // a NaN whose carry would reach the exponent
   CHECK((bits(nan) & 0xFFFFu) == 0u);
+}
+
+TEST_CASE("to_bfloat16: one value and whole buffers round as round_to_bf16; to_float widens exactly") {
+  auto bits = [](float x) { return std::bit_cast<std::uint32_t>(x); };
+  // specials, then bit patterns from a counter-based hash: every class (subnormals, NaNs, huge values)
+  std::vector<float> x = {0.0f, -0.0f, 1.0f, 1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, 0.1f,
+                          std::numeric_limits<float>::max(), std::numeric_limits<float>::infinity(),
+                          -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(),
+                          std::bit_cast<float>(0x7F80FFFFu), std::bit_cast<float>(0xFF800001u),
+                          std::bit_cast<float>(0x00018000u), std::bit_cast<float>(0x00008000u)};
+  for (std::uint64_t i = 0; x.size() < 300001; ++i)  // more than four chunks of 2^16: the threaded loop
+    x.push_back(std::bit_cast<float>(random_bits(11, i)[0]));
+  std::vector<bfloat16> b(x.size());
+  to_bfloat16(x.data(), b.data(), x.size());
+  std::vector<float> back(x.size());
+  to_float(b.data(), back.data(), b.size());
+  std::size_t wrong = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const std::uint32_t want = bits(round_to_bf16(x[i]));
+    if (bits(to_float(to_bfloat16(x[i]))) != want || bits(to_float(b[i])) != want || bits(back[i]) != want) ++wrong;
+  }
+  CHECK(wrong == 0);
+  CHECK(to_bfloat16(1.0f).bits == 0x3F80);
+  CHECK(to_bfloat16(-2.0f).bits == 0xC000);
+  CHECK(to_float(bfloat16{0x4049}) == 3.140625f);
+  to_bfloat16(x.data(), b.data(), 0);  // nothing to do
+}
+
+namespace {
+// out = inp W^T + bias for inp (2, 3), W (2, 3) (values exact in bfloat16), bias (2):
+//   row 0:  1*1 + 2*0.5 + 3*(-2) + 0.5 = -3.5      1*0.25 + 2*1 + 3*3 - 1 = 10.25
+//   row 1: -1*1 + 0*0.5 + 0.5*(-2) + 0.5 = -1.5   -1*0.25 + 0*1 + 0.5*3 - 1 = 0.25
+template <class T, class Be>
+void check_linear_bf16_by_hand(Be& be, const std::string& where) {
+  INFO(where);
+  host_tensor<T, 2> inp({2, 3}), out({2, 2});
+  host_tensor<T, 1> bias({2});
+  host_tensor<bfloat16, 2> w({2, 3});
+  const float wv[6] = {1, 0.5f, -2, 0.25f, 1, 3};
+  const T iv[6] = {1, 2, 3, -1, 0, 0.5};
+  for (index_t k = 0; k < 6; ++k) w[k] = to_bfloat16(wv[k]), inp[k] = iv[k];
+  bias[0] = 0.5, bias[1] = -1;
+  linear_bf16_forward(be, out, inp, w, bias);
+  CHECK(out(0, 0) == T(-3.5));
+  CHECK(out(0, 1) == T(10.25));
+  CHECK(out(1, 0) == T(-1.5));
+  CHECK(out(1, 1) == T(0.25));
+  linear_bf16_forward(be, out, inp, w);  // no bias
+  CHECK(out(0, 0) == T(-4));
+  CHECK(out(1, 1) == T(1.25));
+}
+}  // namespace
+
+TEST_CASE("linear_bf16_forward: a 2 x 3 case by hand on every kernel; shapes checked with both named") {
+  reference_backend rb;
+  check_linear_bf16_by_hand<double>(rb, "reference double");
+  check_linear_bf16_by_hand<float>(rb, "reference float");
+#if BLIP2_HAS_ONEDNN
+  using bf16_kernels = onednn_backend::bf16_kernels;
+  for (auto k : {bf16_kernels::automatic, bf16_kernels::avx512, bf16_kernels::avx2, bf16_kernels::reference}) {
+    onednn_backend be;
+    be.set_bf16_kernel(k);
+    const std::string where = "onednn kernel " + std::to_string(static_cast<int>(k));
+    if (onednn_detail::bf16_kernel_available(k)) {
+      check_linear_bf16_by_hand<float>(be, where);
+    } else {  // naming a kernel this CPU lacks is an error, not a silent change of kernel
+      host_tensor<float, 2> inp({2, 3}), out({2, 2});
+      host_tensor<bfloat16, 2> w({2, 3});
+      CHECK(message_of<backend_error>([&] { linear_bf16_forward(be, out, inp, w); }).find("this CPU lacks it") !=
+            std::string::npos);
+    }
+  }
+#endif
+  host_tensor<float, 2> inp({2, 3}), out({2, 2}), out_wrong({2, 3});
+  host_tensor<bfloat16, 2> w({2, 3}), w_wrong({2, 4});
+  host_tensor<float, 1> bias_wrong({3});
+  CHECK(message_of<shape_error>([&] { linear_bf16_forward(rb, out, inp, w_wrong); }) ==
+        "linear_bf16_forward: tensor 'weight' has shape (2, 4) but (2, 3) was expected");
+  CHECK(message_of<shape_error>([&] { linear_bf16_forward(rb, out_wrong, inp, w); }) ==
+        "linear_bf16_forward: tensor 'out' has shape (2, 3) but (2, 2) was expected");
+  CHECK(message_of<shape_error>([&] { linear_bf16_forward(rb, out, inp, w, bias_wrong); }) ==
+        "linear_bf16_forward: tensor 'bias' has shape (3) but (2) was expected");
 }
 
 #if BLIP2_HAS_ONEDNN

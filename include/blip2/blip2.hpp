@@ -39,6 +39,7 @@
 #include "blip2/nn/l2_normalize.hpp"
 #include "blip2/nn/layer_norm.hpp"
 #include "blip2/nn/linear.hpp"
+#include "blip2/nn/linear_bf16.hpp"
 #include "blip2/nn/matmul.hpp"
 #include "blip2/nn/relu.hpp"
 #include "blip2/nn/row_max.hpp"

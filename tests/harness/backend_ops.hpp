@@ -197,6 +197,21 @@ inline std::vector<run_result> run_case(const op_case& cs, long perturb_output =
     run_one("onednn-fused", [&](io<float>& x) { cs.run_onednn(fused, x); });
     run_one("onednn-fused-baseline", [&](io<float>& x) { cs.run_onednn(baseline, x); });
   }
+  if (cs.op.rfind("linear_bf16", 0) == 0) {
+    // linear_bf16_forward has two vector kernels (AVX-512; AVX2 + FMA, what AVX2-only CPUs run): every
+    // case runs through each one this CPU has, whichever the automatic choice takes
+    using bf16_kernels = onednn_backend::bf16_kernels;
+    auto with = [](bf16_kernels k) {
+      onednn_backend be;
+      be.set_bf16_kernel(k);
+      return be;
+    };
+    static onednn_backend avx512 = with(bf16_kernels::avx512), avx2 = with(bf16_kernels::avx2);
+    if (onednn_detail::bf16_kernel_available(bf16_kernels::avx512))
+      run_one("onednn-bf16-avx512", [&](io<float>& x) { cs.run_onednn(avx512, x); });
+    if (onednn_detail::bf16_kernel_available(bf16_kernels::avx2))
+      run_one("onednn-bf16-avx2", [&](io<float>& x) { cs.run_onednn(avx2, x); });
+  }
 #endif
   return results;
 }

@@ -35,6 +35,7 @@ concept backend = requires {
   X(matmul)                 /* C[b] = alpha * A[b] B[b] + beta * C[b], any strides (transposes) */ \
   X(linear_forward)         /* out = inp weight^T + bias */                                        \
   X(linear_backward)        /* dinp, dweight +=, dbias += (each may be empty: frozen) */           \
+  X(linear_bf16_forward)    /* out = inp weight^T + bias, weight stored bfloat16 (decode path) */  \
   X(layer_norm_forward)     /* out = (inp - mean) * rstd * weight + bias; caches mean, rstd */     \
   X(layer_norm_backward)    /* dinp; dweight +=, dbias += (each may be empty: frozen) */           \
   X(gelu_forward)           /* exact erf GELU */                                                   \

@@ -15,6 +15,7 @@
 #include "blip2/backend/onednn/l2_normalize.hpp"
 #include "blip2/backend/onednn/layer_norm.hpp"
 #include "blip2/backend/onednn/linear.hpp"
+#include "blip2/backend/onednn/linear_bf16.hpp"
 #include "blip2/backend/onednn/matmul.hpp"
 #include "blip2/backend/onednn/row_max.hpp"
 #include "blip2/backend/onednn/softmax.hpp"

@@ -19,6 +19,7 @@
 #include "blip2/backend/reference/l2_normalize.hpp"
 #include "blip2/backend/reference/layer_norm.hpp"
 #include "blip2/backend/reference/linear.hpp"
+#include "blip2/backend/reference/linear_bf16.hpp"
 #include "blip2/backend/reference/matmul.hpp"
 #include "blip2/backend/reference/relu.hpp"
 #include "blip2/backend/reference/row_max.hpp"
