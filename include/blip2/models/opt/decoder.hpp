@@ -34,6 +34,7 @@
 #include "blip2/models/opt/model.hpp"
 #include "blip2/nn/copy_from_host.hpp"
 #include "blip2/nn/embedding.hpp"
+#include "blip2/nn/linear_bf16.hpp"
 
 namespace blip2 {
 
@@ -196,7 +197,10 @@ void opt_forward(Be& be, const opt_model<T, Space>& m, opt_pass_state<T, Space>&
 // logits (R, V) = rows (R, Dw) . lm_head^T
 template <backend Be, class T, memory_space Space>
 void opt_logits(Be& be, const opt_model<T, Space>& m, tensor_view<T, 2, Space> logits, tensor_view<const T, 2, Space> rows) {
-  linear_forward(be, logits, rows, m.w.lm_head);
+  if (m.w.lm_head_bf16.data())
+    linear_bf16_forward(be, logits, rows, m.w.lm_head_bf16);
+  else
+    linear_forward(be, logits, rows, m.w.lm_head);
 }
 
 // d(rows) (R, Dw) from d(logits) (R, V): assigned, or added (mode); lm_head's gradient += when trainable.
@@ -220,6 +224,8 @@ void opt_backward(Be& be, opt_model<T, Space>& m, opt_pass_state<T, Space>& st, 
   const index_t NL = cfg.num_hidden_layers, LB = st.L * st.B, Dw = cfg.word_embed_proj_dim;
   detail::check_shape(op, "dout", dout, {LB, Dw});
   detail::check_shape(op, "dembeds", dembeds, {LB, Dw});
+  BLIP2_CHECK(!m.bfloat16_only(), value_error, op, ": the decoder keeps only bfloat16 copies of its matrices ",
+              "(store_bfloat16(false)): backward needs the float weights");
   BLIP2_CHECK(cache.length() == st.P + st.L, value_error, op, ": the cache holds ", cache.length(),
               " positions, but the pass ended at ", st.P + st.L, " (run backward right after the forward)");
   auto last_in = [&]() -> tensor_view<const T, 2, Space> {

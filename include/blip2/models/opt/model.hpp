@@ -9,6 +9,8 @@
 #pragma once
 #include <memory>
 #include <span>
+#include <type_traits>
+#include <vector>
 
 #include "blip2/core/buffer.hpp"
 #include "blip2/models/opt/weights.hpp"
@@ -52,6 +54,41 @@ class opt_model {
   void zero_grad(Be& be) {
     if (trainable()) fill(be, gradient_view(), T{});
   }
+  // bfloat16 copies of the matrices a decode step reads (every layer's six linears and the lm_head), which
+  // the forward uses from then on (blocks/apply_linear.hpp): half the bytes per generated token. Without
+  // keep_float32 the float views of those matrices are dropped (their memory stays with its owner: an
+  // owned arena, or the mapped file's pages, which are then never touched again); backward then refuses.
+  void store_bfloat16(bool keep_float32 = true) requires(Space::host_accessible) {
+    std::vector<linear_weights<T, Space>*> mats;
+    for (auto& l : w.layers)
+      for (auto* lw : {&l.self.query, &l.self.key, &l.self.value, &l.self.dense, &l.ffn.intermediate, &l.ffn.output})
+        mats.push_back(lw);
+    std::size_t n = static_cast<std::size_t>(w.lm_head.size());
+    for (auto* lw : mats) n += static_cast<std::size_t>(lw->weight.size());
+    bf16_.assign(n, bfloat16{});
+    std::size_t at = 0;
+    auto convert = [&](const tensor_view<T, 2, Space>& src) {
+      BLIP2_CHECK(src.data() && src.is_contiguous(), value_error,
+                  "opt_model::store_bfloat16: a weight is missing or not contiguous (already dropped?)");
+      bfloat16* dst = bf16_.data() + at;
+      if constexpr (std::is_same_v<T, float>) {
+        to_bfloat16(src.data(), dst, static_cast<std::size_t>(src.size()));
+      } else {
+        for (index_t k = 0; k < src.size(); ++k) dst[k] = to_bfloat16(static_cast<float>(src.data()[k]));
+      }
+      at += static_cast<std::size_t>(src.size());
+      return tensor_view<const bfloat16, 2, Space>(dst, src.extents());
+    };
+    for (auto* lw : mats) {
+      lw->weight_bf16 = convert(lw->weight);
+      if (!keep_float32) lw->weight = {};
+    }
+    w.lm_head_bf16 = convert(w.lm_head);
+    bf16_only_ = !keep_float32;
+  }
+  // Whether the float copies of the decode matrices were dropped (forward only).
+  bool bfloat16_only() const { return bf16_only_; }
+
   // The gradients the decoder's backward adds into: null when frozen (no parameter gradient is computed).
   opt_weights<T, Space>* gradients_or_null() { return trainable() ? &g : nullptr; }
 
@@ -66,6 +103,8 @@ class opt_model {
   opt_config cfg_;
   buffer<T, Space> params_, grads_;
   std::shared_ptr<const void> keep_alive_;
+  std::vector<bfloat16> bf16_;  // store_bfloat16's copies
+  bool bf16_only_ = false;
 };
 
 }  // namespace blip2

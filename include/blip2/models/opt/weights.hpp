@@ -31,6 +31,7 @@ struct opt_weights {
   layer_norm_weights<T, S> final_norm;   // (C); empty for post-LN
   std::vector<opt_layer_weights<T, S>> layers;
   tensor_view<T, 2, S> lm_head;          // (V, Dw): a view of embed_tokens when tied
+  tensor_view<const bfloat16, 2, S> lm_head_bf16;  // (V, Dw) bfloat16 copy, or empty (opt_model::store_bfloat16)
 };
 
 // Calls f(name, view) for every parameter (views of rank 1 or 2), in one fixed order. A tied lm_head is
