@@ -19,8 +19,8 @@ class language_projection {
   language_projection(index_t C, index_t Dw) {
     params_.reserve_elements(static_cast<std::size_t>(Dw * C + Dw));
     grads_.reserve_elements(static_cast<std::size_t>(Dw * C + Dw));
-    w = {{params_.data(), {Dw, C}}, {params_.data() + Dw * C, {Dw}}};
-    g = {{grads_.data(), {Dw, C}}, {grads_.data() + Dw * C, {Dw}}};
+    w.weight = {params_.data(), {Dw, C}}, w.bias = {params_.data() + Dw * C, {Dw}};
+    g.weight = {grads_.data(), {Dw, C}}, g.bias = {grads_.data() + Dw * C, {Dw}};
   }
   language_projection(const language_projection&) = delete;
   language_projection& operator=(const language_projection&) = delete;
