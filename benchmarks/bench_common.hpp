@@ -27,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include <immintrin.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -209,6 +210,45 @@ double print_peak(Be& be, peak_operands& op, const char* when, int reps) {
               when, static_cast<long>(op.P), t.median_s * 1e3, g, loadavg().c_str(), others_cores(c0, cpu_now()));
   std::fflush(stdout);
   return g;
+}
+
+// ---- memory read bandwidth ----
+// The sum of n 64-bit words (n a multiple of 16) in four independent vector sums, so that the loop waits
+// on memory, not on the adds (a float sum in strict order would be compute-bound).
+__attribute__((target("avx2"))) inline std::uint64_t sum_words_avx2(const std::uint64_t* w, std::int64_t n) {
+  __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+  for (std::int64_t i = 0; i < n; i += 16) {
+    s0 = _mm256_add_epi64(s0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i)));
+    s1 = _mm256_add_epi64(s1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i + 4)));
+    s2 = _mm256_add_epi64(s2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i + 8)));
+    s3 = _mm256_add_epi64(s3, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i + 12)));
+  }
+  std::uint64_t lane[4];
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(lane),
+                      _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3)));
+  return lane[0] + lane[1] + lane[2] + lane[3];
+}
+inline std::uint64_t sum_words(const std::uint64_t* w, std::int64_t n) {
+  if (__builtin_cpu_supports("avx2")) return sum_words_avx2(w, n);
+  std::uint64_t s[4] = {};
+  for (std::int64_t i = 0; i < n; i += 4)
+    for (int j = 0; j < 4; ++j) s[j] += w[i + j];
+  return s[0] + s[1] + s[2] + s[3];
+}
+// Read bandwidth over `bytes` (a multiple of 128) at p, all threads: the median of reps sums (1e9 bytes/s).
+inline timing read_bandwidth(const void* p, std::size_t bytes, int reps) {
+  const auto words = static_cast<std::int64_t>(bytes / 8);
+  const auto* w = static_cast<const std::uint64_t*>(p);
+  volatile std::uint64_t sink = 0;
+  return measure(
+      [&] {
+        std::uint64_t s = 0;
+        const std::int64_t chunk = 1 << 16;  // words: 512 KiB per task
+#pragma omp parallel for schedule(static) reduction(+ : s)
+        for (std::int64_t c = 0; c < words; c += chunk) s += sum_words(w + c, std::min(chunk, words - c));
+        sink = sink + s;
+      },
+      reps);
 }
 
 // ---- per-op profiles: a backend that runs the oneDNN kernels and times each call (profiled_onednn) ----

@@ -1,11 +1,14 @@
 #!/usr/bin/python3
 """Writes include/blip2/io/unicode_tables.hpp: the Unicode facts the BERT tokenizer and LAVIS's caption
 pre-processing need, taken from this Python's unicodedata and str methods, which are exactly what Hugging
-Face's (slow) BertTokenizer and LAVIS's pre_caption consult.
+Face's (slow) BertTokenizer and LAVIS's pre_caption consult; and the three character classes of GPT-2's
+pre-tokenization pattern (blip2/io/byte_bpe_tokenizer.hpp).
 
 Run with Debian's Python (its unicodedata is the one the reference tokenizer used when we checked it):
     /usr/bin/python3 tools/gen_unicode_tables.py            # rewrites the header
     /usr/bin/python3 tools/gen_unicode_tables.py --check    # exits 1 when the committed header differs
+    python3 tools/gen_unicode_tables.py --check-regex       # with a Python that has the `regex` module:
+                                                            # compares the GPT-2 classes with it, every code point
 
 Tables (all sorted, binary-searched by the C++ side):
   flags    range breakpoints, (first << 8) | bits: the bits hold for every code point from `first` up to
@@ -24,6 +27,13 @@ Tables (all sorted, binary-searched by the C++ side):
   nfd      {cp, offset, length} into nfd_pool: unicodedata.normalize('NFD', chr(cp)) for every cp with
            chr(cp).lower() == chr(cp) (the tokenizer lower-cases first, so only those reach NFD), Hangul
            syllables excepted (decomposed arithmetically in C++)
+  bpe      range breakpoints, (first << 8) | class, for GPT-2's pattern
+           's|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+ as the `regex` module
+           (not `re`) reads it: 1 = \\s (Unicode White_Space: 25 code points; NOT U+001C..U+001F, which
+           str.isspace() and `re` count), 2 = \\p{L} (category L*), 3 = \\p{N} (category N*), 0 = anything else.
+           `regex` carries its own, newer Unicode data: --check-regex shows that it differs from these tables
+           only on code points unassigned in this unicodedata's version.
+  bpe_checksum  FNV-1a over the class of every code point (tests/test_byte_bpe_tokenizer.cpp recomputes it).
   checksum FNV-1a over every code point of (flags, ccc, lower(), NFD(lower())) as Python computes them;
            tests/test_bert_tokenizer.cpp recomputes it through the C++ lookups.
 """
@@ -37,6 +47,11 @@ SURROGATES = range(0xD800, 0xE000)
 
 CONTROL, HF_SPACE, PY_SPACE, PUNCT, MN, CASED, CASE_IGNORABLE = (1 << k for k in range(7))
 HANGUL_FIRST, HANGUL_LAST = 0xAC00, 0xD7A3
+BPE_OTHER, BPE_SPACE, BPE_LETTER, BPE_NUMBER = 0, 1, 2, 3
+
+# Unicode's White_Space property (PropList.txt; unchanged since Unicode 6.3), which `regex` uses for \s.
+WHITE_SPACE = [*range(0x9, 0xE), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F,
+               0x3000]
 
 
 def hf_is_control(ch):  # transformers' _is_control, plus the two code points _clean_text drops by value
@@ -91,6 +106,52 @@ def flags_of(cp):
         f |= MN
     f |= case_bits(ch)
     return f
+
+
+def bpe_class(cp):
+    """The class of cp in GPT-2's pattern: \\s, \\p{L}, \\p{N} or other (unicodedata has no White_Space, so it
+    is derived from str.isspace(), which adds U+001C..U+001F, and checked against the PropList literal)."""
+    ch = chr(cp)
+    if ch.isspace() and not 0x1C <= cp <= 0x1F:
+        return BPE_SPACE
+    cat = unicodedata.category(ch)
+    if cat.startswith("L"):
+        return BPE_LETTER
+    if cat.startswith("N"):
+        return BPE_NUMBER
+    return BPE_OTHER
+
+
+def bpe_classes():
+    classes = [BPE_OTHER if cp in SURROGATES else bpe_class(cp) for cp in range(MAXCP)]
+    assert [cp for cp in range(MAXCP) if classes[cp] == BPE_SPACE] == WHITE_SPACE
+    h = 0xCBF29CE484222325
+    for cp in range(MAXCP):
+        if cp not in SURROGATES:
+            h = fnv(h, classes[cp])
+    return classes, h
+
+
+def check_regex():
+    """Compares the classes with the `regex` module's \\s, \\p{L}, \\p{N} on every code point."""
+    import regex  # pylint: disable=import-outside-toplevel
+    classes, _ = bpe_classes()
+    probes = {BPE_SPACE: regex.compile(r"\s"), BPE_LETTER: regex.compile(r"\p{L}"), BPE_NUMBER: regex.compile(r"\p{N}")}
+    differ, unassigned = [], 0
+    for cp in range(MAXCP):
+        if cp in SURROGATES:
+            continue
+        got = [k for k, p in probes.items() if p.match(chr(cp))]
+        theirs = got[0] if got else BPE_OTHER
+        assert len(got) <= 1, hex(cp)
+        if theirs != classes[cp]:
+            if unicodedata.category(chr(cp)) == "Cn":
+                unassigned += 1
+            else:
+                differ.append(cp)
+    print(f"regex {regex.__version__} vs unicodedata {unicodedata.unidata_version}: {unassigned} code points differ, all"
+          f" unassigned in {unicodedata.unidata_version}; {len(differ)} assigned ones differ {[hex(c) for c in differ[:20]]}")
+    sys.exit(1 if differ else 0)
 
 
 def breakpoints(values):
@@ -194,14 +255,18 @@ def wrap(items, per_line):
 
 def render():
     flag_bp, ccc_bp, runs, multi, nfd_entries, pool, checksum = generate()
+    classes, bpe_checksum = bpe_classes()
+    bpe_bp = breakpoints(classes)
     py = sys.version.split()[0]
     out = []
     out.append(f"""// blip2/io/unicode_tables.hpp: GENERATED by tools/gen_unicode_tables.py from Python {py}'s unicodedata
 // (Unicode {unicodedata.unidata_version}); do not edit. Regenerate: /usr/bin/python3 tools/gen_unicode_tables.py
 //
 // The Unicode facts of Hugging Face's BertTokenizer (clean text, whitespace, punctuation, lower-casing,
-// NFD, Mn) and of LAVIS's pre_caption (str.lower() with Final_Sigma, re's \\s). Read through the lookups in
-// blip2/io/bert_tokenizer.hpp; the layout of each table is described in the generator.
+// NFD, Mn) and of LAVIS's pre_caption (str.lower() with Final_Sigma, re's \\s), read through the lookups in
+// blip2/io/bert_tokenizer.hpp; and the classes of GPT-2's pre-tokenization pattern (\\s as the `regex` module
+// reads it, \\p{{L}}, \\p{{N}}), read by blip2/io/byte_bpe_tokenizer.hpp. The layout of each table is described in
+// the generator.
 #pragma once
 #include <cstdint>
 
@@ -262,6 +327,15 @@ inline constexpr char32_t nfd_pool[] = {{
 {wrap([f"0x{c:x}" for c in pool], 12)}
 }};
 
+// GPT-2's pattern: (first << 8) | class (bpe_space: regex's \\s = White_Space; bpe_letter: \\p{{L}};
+// bpe_number: \\p{{N}}; bpe_other: the rest), sorted by first
+inline constexpr std::uint8_t bpe_other = {BPE_OTHER}, bpe_space = {BPE_SPACE}, bpe_letter = {BPE_LETTER}, bpe_number = {BPE_NUMBER};
+inline constexpr std::uint32_t bpe_class_ranges[] = {{
+{wrap([f"0x{(cp << 8) | v:x}" for cp, v in bpe_bp], 10)}
+}};
+// FNV-1a (as below) of the class of every code point but the surrogates
+inline constexpr std::uint64_t bpe_class_checksum = 0x{bpe_checksum:016x}ULL;
+
 // FNV-1a (64-bit, over little-endian u32 words) of, for every code point but the surrogates:
 // flags, ccc, len(lower), lower..., len(NFD(lower)), NFD(lower)...
 inline constexpr std::uint64_t table_checksum = 0x{checksum:016x}ULL;
@@ -272,6 +346,8 @@ inline constexpr std::uint64_t table_checksum = 0x{checksum:016x}ULL;
 
 
 def main():
+    if "--check-regex" in sys.argv:
+        check_regex()
     text = render()
     if "--check" in sys.argv:
         with open(OUT, encoding="utf-8") as f:

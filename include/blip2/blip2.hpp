@@ -1,13 +1,14 @@
 // blip2/blip2.hpp: the whole library in one include.
 //
 // The core (tensor views, concepts, the reference backend, every op, the Q-Former and its heads, the
-// ViT, the stage-1 losses, samplers, optimiser and step, retrieval) needs only C++20. (The demo's
-// synthetic world, frozen patch encoder and PNG plot are not the library: examples/support/.) Optional
-// parts are included when their dependency is there:
+// ViT, the stage-1 losses, samplers, optimiser and step, retrieval, text generation) needs only C++20.
+// (The demo's synthetic world, frozen patch encoder and PNG plot are not the library: examples/support/.)
+// Optional parts are included when their dependency is there:
 //   oneDNN backend      when compiled with BLIP2_HAS_ONEDNN (link blip2::onednn)
 //   io (safetensors, Hugging Face config, checkpoints)   when compiled with BLIP2_HAS_IO (link blip2::io)
 //   io/image.hpp (PNG/JPEG, BLIP-2's eval transform)      when compiled with BLIP2_HAS_IMAGE (link blip2::image)
 //   io/bert_tokenizer.hpp (BERT WordPiece, LAVIS captions)    always (C++20 only)
+//   io/byte_bpe_tokenizer.hpp, io/opt_tokenizer.hpp (GPT-2 byte-level BPE, OPT's specials)  always (C++20 only)
 //   Eigen / xtensor adaptors   when their headers are found (link blip2::eigen / blip2::xtensor)
 #pragma once
 
@@ -75,8 +76,12 @@
 #include "blip2/eval/rerank_scores.hpp"
 #include "blip2/eval/retrieval.hpp"
 
+#include "blip2/generate/generate.hpp"
+
 // The BERT tokenizer and LAVIS captions need only C++20 (their Unicode tables are generated, committed).
 #include "blip2/io/bert_tokenizer.hpp"
+#include "blip2/io/byte_bpe_tokenizer.hpp"
+#include "blip2/io/opt_tokenizer.hpp"
 
 #if defined(BLIP2_HAS_ONEDNN)
 #include "blip2/backend/onednn/onednn.hpp"

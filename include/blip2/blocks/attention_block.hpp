@@ -23,6 +23,7 @@
 #pragma once
 #include <cstdint>
 
+#include "blip2/blocks/apply_linear.hpp"
 #include "blip2/blocks/kv_cache.hpp"
 #include "blip2/blocks/row_plan.hpp"
 #include "blip2/blocks/weights.hpp"
@@ -165,7 +166,7 @@ template <backend Be, class T, memory_space S>
 void block_output_forward(Be& be, const attention_weights<T, S>& w, attention_block_state<T, S>& st,
                           tensor_view<const T, 2, S> x, const attention_block_options& o) {
   auto sum = o.norm == norm_placement::post ? st.sum : st.out;  // (n, C)
-  linear_forward(be, sum, st.ctx, w.dense.weight, w.dense.bias);
+  apply_linear(be, sum, detail::as_const(st.ctx), w.dense);
   if (o.hidden_dropout > 0) dropout_forward(be, sum, sum, o.hidden_dropout, o.out_seed);
   axpy(be, sum, x);
   if (o.norm == norm_placement::post)
@@ -219,9 +220,9 @@ void self_attention_forward(Be& be, const attention_weights<T, S>& w, attention_
   // q, k, v = a Wq + bq, a Wk + bk, a Wv + bv: q of the n output rows, k and v of every row, each into
   // the attention layout (scattered through the plan when it skips rows)
   auto project = [&](tensor_view<T, 2, S> dst, index_t rows, const linear_weights<T, S>& lw) {
-    if (!plan.packed()) return linear_forward(be, dst, row_range(a, 0, rows), lw.weight, lw.bias);
+    if (!plan.packed()) return apply_linear(be, dst, row_range(a, 0, rows), lw);
     auto tmp = row_range(sc.rows, 0, rows);
-    linear_forward(be, tmp, row_range(a, 0, rows), lw.weight, lw.bias);
+    apply_linear(be, tmp, row_range(a, 0, rows), lw);
     plan.unpack(be, dst, detail::as_const(tmp));
   };
   project(st.q, n, w.query);                         // (Tq B, C)
@@ -305,7 +306,7 @@ void cross_attention_forward(Be& be, const attention_weights<T, S>& w, attention
                              tensor_view<const T, 3, S> values, const attention_block_options& o) {
   const index_t B = keys.extent(0);
   const auto a = detail::block_input(be, x, st.normed, st.in_mean, st.in_rstd, w.norm, o.norm, o.layer_norm_eps);
-  linear_forward(be, st.q, a, w.query.weight, w.query.bias);  // (n, C)
+  apply_linear(be, st.q, a, w.query);  // (n, C)
   attention_forward(be, by_batch(st.ctx, B), attention_cache<T, S>{st.probs}, by_batch(detail::as_const(st.q), B),
                     keys, values, o.num_heads, bidirectional{}, no_padding, o.attention_dropout, o.probs_seed);
   detail::block_output_forward(be, w, st, x, o);

@@ -11,6 +11,7 @@
 #pragma once
 #include <cstdint>
 
+#include "blip2/blocks/apply_linear.hpp"
 #include "blip2/blocks/attention_block.hpp"  // norm_placement, block_scratch, grads_or_none
 #include "blip2/blocks/weights.hpp"
 #include "blip2/nn/gelu.hpp"
@@ -73,13 +74,13 @@ void feed_forward_forward(Be& be, const feed_forward_weights<T, S>& w, feed_forw
   if (r1 == r0) return;
   const detail::ffn_rows<T, S> r(st, r0, r1);
   const auto a = detail::block_input(be, x, r.normed, r.in_mean, r.in_rstd, w.norm, o.norm, o.layer_norm_eps);
-  linear_forward(be, r.inter, a, w.intermediate.weight, w.intermediate.bias);  // (n, F)
+  apply_linear(be, r.inter, a, w.intermediate);  // (n, F)
   if (o.act == activation::gelu)
     gelu_forward(be, r.act, detail::as_const(r.inter));
   else
     relu_forward(be, r.act, detail::as_const(r.inter));
   auto sum = o.norm == norm_placement::post ? r.sum : r.out;  // (n, C)
-  linear_forward(be, sum, detail::as_const(r.act), w.output.weight, w.output.bias);
+  apply_linear(be, sum, detail::as_const(r.act), w.output);
   if (o.hidden_dropout > 0) dropout_forward(be, sum, sum, o.hidden_dropout, o.seed + static_cast<std::uint64_t>(r0));
   axpy(be, sum, x);
   if (o.norm == norm_placement::post)

@@ -5,14 +5,18 @@
 // arena of the same layout, their gradients. A model names them after its checkpoint (the Q-Former's
 // `attention.output.dense`, the ViT's `self_attn.projection`, OPT's `out_proj` are all `dense` here).
 #pragma once
+#include "blip2/core/bfloat16.hpp"
 #include "blip2/core/tensor_view.hpp"
 
 namespace blip2 {
 
+// weight_bf16: the same matrix stored in bfloat16 for a frozen model's inference (blocks/apply_linear.hpp
+// reads it instead of weight when it is set; backward needs weight).
 template <class T, memory_space S = host_space>
 struct linear_weights {
-  tensor_view<T, 2, S> weight;  // (N, K)
-  tensor_view<T, 1, S> bias;    // (N), or empty: no bias
+  tensor_view<T, 2, S> weight;                    // (N, K)
+  tensor_view<T, 1, S> bias;                      // (N), or empty: no bias
+  tensor_view<const bfloat16, 2, S> weight_bf16;  // (N, K), or empty
 };
 
 template <class T, memory_space S = host_space>

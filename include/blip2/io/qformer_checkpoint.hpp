@@ -10,6 +10,7 @@
 #pragma once
 #include <filesystem>
 #include <set>
+#include <span>
 #include <string>
 
 #include "blip2/io/hf_config.hpp"
@@ -29,22 +30,32 @@ inline bool qformer_owned_name(const std::string& n) {
 }
 }  // namespace detail
 
-// Copy every parameter of m from the file, by name.
+// Copy every parameter of m from the files (one file, or the shards of one checkpoint), by name.
 template <class T>
-void load_qformer_weights(qformer_model<T>& m, const safetensors_file& file) {
+void load_qformer_weights(qformer_model<T>& m, std::span<const safetensors_file> files) {
+  BLIP2_CHECK(!files.empty(), value_error, "load_qformer_weights: no files");
+  const std::string label = files.size() == 1 ? files[0].label() : files[0].label() + " (and its other shards)";
   std::set<std::string> used;
   for_each_parameter(m.config(), m.w, [&](const std::string& name, auto& v) {
-    BLIP2_CHECK(file.contains(name), format_error, "checkpoint '", file.label(), "': missing tensor '", name,
-                "' (expected shape ", shape_string(v), ")");
-    file.read_into(name, v);
+    const safetensors_file* file = nullptr;
+    for (const auto& f : files)
+      if (!file && f.contains(name)) file = &f;
+    BLIP2_CHECK(file, format_error, "checkpoint '", label, "': missing tensor '", name, "' (expected shape ",
+                shape_string(v), ")");
+    file->read_into(name, v);
     used.insert(name);
   });
-  for (const auto& name : file.names())
-    BLIP2_CHECK(used.count(name) || !detail::qformer_owned_name(name), format_error, "checkpoint '", file.label(),
-                "': tensor '", name, "' belongs to the Q-Former but this configuration (",
-                m.config().qformer.num_hidden_layers, " layers, cross_attention_frequency ",
-                m.config().qformer.cross_attention_frequency, ") has no such parameter: config.json and the "
-                "weights disagree");
+  for (const auto& f : files)
+    for (const auto& name : f.names())
+      BLIP2_CHECK(used.count(name) || !detail::qformer_owned_name(name), format_error, "checkpoint '", f.label(),
+                  "': tensor '", name, "' belongs to the Q-Former but this configuration (",
+                  m.config().qformer.num_hidden_layers, " layers, cross_attention_frequency ",
+                  m.config().qformer.cross_attention_frequency, ") has no such parameter: config.json and the "
+                  "weights disagree");
+}
+template <class T>
+void load_qformer_weights(qformer_model<T>& m, const safetensors_file& file) {
+  load_qformer_weights(m, std::span<const safetensors_file>(&file, 1));
 }
 
 // The model of a checkpoint directory (config.json + model.safetensors).

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "blip2/io/checkpoint_files.hpp"
 #include "blip2/io/hf_config.hpp"
 #include "blip2/io/safetensors.hpp"
 #include "blip2/models/vit/vision_transformer.hpp"
@@ -61,40 +62,6 @@ void load_vision_weights(vision_model<T>& m, std::span<const safetensors_file> f
 template <class T>
 void load_vision_weights(vision_model<T>& m, const safetensors_file& file) {
   load_vision_weights(m, std::span<const safetensors_file>(&file, 1));
-}
-
-// The weight files of a checkpoint directory: model.safetensors, or else every shard that
-// model.safetensors.index.json names (plain file names inside the directory).
-inline std::vector<safetensors_file> open_checkpoint_files(const std::filesystem::path& dir) {
-  std::vector<safetensors_file> files;
-  const auto single = dir / "model.safetensors", index = dir / "model.safetensors.index.json";
-  if (std::filesystem::exists(single) || !std::filesystem::exists(index)) {
-    files.push_back(safetensors_file::open(single));  // also the "no such file" error when neither exists
-    return files;
-  }
-  auto fail = [&](auto&&... parts) { detail::raise<format_error>("checkpoint index '", index.string(), "': ", parts...); };
-  std::ifstream in(index, std::ios::binary);
-  if (!in) fail("cannot open the file");
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  nlohmann::json root;
-  try {
-    root = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    fail("not valid JSON: ", e.what());
-  }
-  if (!root.is_object() || !root.contains("weight_map") || !root["weight_map"].is_object())
-    fail("expected an object with a \"weight_map\" object (tensor name -> shard file)");
-  std::set<std::string> shards;
-  for (const auto& [name, shard] : root["weight_map"].items()) {
-    if (!shard.is_string()) fail("weight_map['", name, "'] is not a file name");
-    const std::string f = shard.get<std::string>();
-    if (f.empty() || f.find('/') != std::string::npos || f == "." || f == "..")
-      fail("weight_map['", name, "'] = \"", f, "\" is not a plain file name in the checkpoint directory");
-    shards.insert(f);
-  }
-  if (shards.empty()) fail("weight_map is empty");
-  for (const auto& f : shards) files.push_back(safetensors_file::open(dir / f));
-  return files;
 }
 
 // The image encoder of a checkpoint directory (config.json + model.safetensors or its shards).
