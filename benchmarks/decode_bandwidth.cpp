@@ -37,8 +37,6 @@
 #include <string>
 #include <vector>
 
-#include <immintrin.h>
-
 #include "bench_common.hpp"
 #include "blip2/backend/onednn/linear_bf16.hpp"
 #include "blip2/nn/linear.hpp"
@@ -116,28 +114,8 @@ struct bandwidth {
   double read_gbs = 0, copy_gbs = 0, triad_gbs = 0;
 };
 
-// The sum of n 64-bit words (n a multiple of 16), four independent vector sums: a read at full speed.
-__attribute__((target("avx2"))) std::uint64_t sum_words_avx2(const std::uint64_t* w, std::int64_t n) {
-  __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
-  for (std::int64_t i = 0; i < n; i += 16) {
-    s0 = _mm256_add_epi64(s0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i)));
-    s1 = _mm256_add_epi64(s1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i + 4)));
-    s2 = _mm256_add_epi64(s2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i + 8)));
-    s3 = _mm256_add_epi64(s3, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i + 12)));
-  }
-  std::uint64_t lane[4];
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(lane), _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3)));
-  return lane[0] + lane[1] + lane[2] + lane[3];
-}
-std::uint64_t sum_words(const std::uint64_t* w, std::int64_t n) {
-  if (__builtin_cpu_supports("avx2")) return sum_words_avx2(w, n);
-  std::uint64_t s[4] = {};
-  for (std::int64_t i = 0; i < n; i += 4)
-    for (int j = 0; j < 4; ++j) s[j] += w[i + j];
-  return s[0] + s[1] + s[2] + s[3];
-}
-
-// Reads `bytes` bytes from p (a multiple of 128) on all threads, each a contiguous part: the read rate.
+// Reads `bytes` bytes from p (a multiple of 128) on all threads, each a contiguous part, with
+// bench_common's sum_words (four independent vector sums): the read rate.
 volatile std::uint64_t read_sink = 0;
 void read_all(const void* p, std::int64_t bytes) {
   const auto* w = static_cast<const std::uint64_t*>(p);
