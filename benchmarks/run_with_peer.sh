@@ -32,29 +32,11 @@ done
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-blas=$(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 2>/dev/null || true)
-echo "libblas.so.3 -> ${blas:-not found}"
-case "$blas" in
-  *openblas*|*blis*|*mkl*) ;;
-  *) echo "warning: PyTorch will run on the reference BLAS; install libopenblas0-openmp for a fair peer" ;;
-esac
+. "$root/benchmarks/bench_env.sh"
+check_blas
 
 [ -f "$build/CMakeCache.txt" ] || cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release
 cmake --build "$build" -j"$jobs" --target "$target"
 
-if [ "$wait_idle" -gt 0 ]; then
-  start=$(date +%s)
-  quiet=0
-  while [ $quiet -lt 3 ]; do
-    a=$(awk '/^cpu /{print $5+$6, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-    sleep 1
-    b=$(awk '/^cpu /{print $5+$6, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-    idle=$(echo "$a $b" | awk '{print int(100 * ($3 - $1) / ($4 - $2 + 1))}')
-    if [ "$idle" -ge 92 ]; then quiet=$((quiet + 1)); else quiet=0; fi
-    if [ $(( $(date +%s) - start )) -ge "$wait_idle" ]; then
-      echo "the CPUs were not idle within $wait_idle s (last second ${idle}% idle): running anyway"
-      break
-    fi
-  done
-fi
+wait_idle "$wait_idle"
 exec "$build/benchmarks/$target" "$@"

@@ -4,6 +4,7 @@
 // and the shape expected; what differs between the programs (whether text is required, the extra tensors
 // of stage1_step) stays in each program.
 #pragma once
+#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -54,6 +55,13 @@ inline std::optional<dynamic_tensor<index_t>> read_attention_mask(const safetens
     detail::raise<shape_error>(where, ": 'attention_mask' has shape ", shape_of(mask), " but 'input_ids' has shape ",
                                shape_of(ids));
   return mask;
+}
+
+// A 0-d float32 tensor (a loss) as an output entry.
+inline safetensors_entry scalar_entry(const std::string& name, float x) {
+  std::vector<std::byte> b(sizeof x);
+  std::memcpy(b.data(), &x, sizeof x);
+  return safetensors_entry(name, safetensors_dtype::f32, std::vector<index_t>{}, std::move(b));
 }
 
 }  // namespace blip2::cli

@@ -158,12 +158,6 @@ inputs read_inputs(const std::filesystem::path& path, const qformer_model_config
   return in;
 }
 
-std::vector<std::byte> scalar_bytes(float x) {
-  std::vector<std::byte> b(sizeof x);
-  std::memcpy(b.data(), &x, sizeof x);
-  return b;
-}
-
 template <class Be>
 void run(Be& be, const options& opt) {
   auto m = load_stage1_model(opt.model);
@@ -196,9 +190,9 @@ void run(Be& be, const options& opt) {
                                     std::pair{"loss_itg", losses.itg}})
     BLIP2_CHECK(std::isfinite(value), value_error, name, " = ", value, " is not finite");
   std::vector<safetensors_entry> out;
-  out.emplace_back("loss_itc", safetensors_dtype::f32, std::vector<index_t>{}, scalar_bytes(static_cast<float>(losses.itc)));
-  out.emplace_back("loss_itm", safetensors_dtype::f32, std::vector<index_t>{}, scalar_bytes(static_cast<float>(losses.itm)));
-  out.emplace_back("loss_itg", safetensors_dtype::f32, std::vector<index_t>{}, scalar_bytes(static_cast<float>(losses.itg)));
+  out.push_back(cli::scalar_entry("loss_itc", static_cast<float>(losses.itc)));
+  out.push_back(cli::scalar_entry("loss_itm", static_cast<float>(losses.itm)));
+  out.push_back(cli::scalar_entry("loss_itg", static_cast<float>(losses.itg)));
   for_each_parameter(cfg, m.g, [&](const std::string& name, auto& g) {
     for (index_t k = 0; k < g.size(); ++k)
       BLIP2_CHECK(std::isfinite(g.data()[k]), value_error, "the gradient of '", name, "' has a non-finite element (",

@@ -89,12 +89,6 @@ inputs read_inputs(const std::filesystem::path& path, const qformer_model_config
   return in;
 }
 
-std::vector<std::byte> scalar_bytes(float x) {
-  std::vector<std::byte> b(sizeof x);
-  std::memcpy(b.data(), &x, sizeof x);
-  return b;
-}
-
 template <class Be>
 void run(Be& be, const options& opt) {
   auto m = load_blip2_opt<float>(opt.model);
@@ -114,7 +108,7 @@ void run(Be& be, const options& opt) {
   host_tensor<float, 3> logits({B, Tn, V});  // batch-major copy of the sequence-major rows
   copy_to_host(be, logits.view(), detail::as_const(by_batch(st.logits(), B)));
   std::vector<safetensors_entry> out;
-  out.emplace_back("loss_lm", safetensors_dtype::f32, std::vector<index_t>{}, scalar_bytes(loss));
+  out.push_back(cli::scalar_entry("loss_lm", loss));
   out.push_back(safetensors_entry::of("logits", logits));
   auto& g = m.qformer.g;
   for_each_parameter(m.qformer.config(), g, [&](const std::string& name, auto& v) {

@@ -7,6 +7,7 @@
 #include <iterator>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -14,6 +15,16 @@
 #include "blip2/io/safetensors.hpp"
 
 namespace blip2 {
+
+namespace detail {
+// Whether a file's tensor has the shape of the view a configuration made for it.
+template <class V>
+bool same_shape(const safetensors_tensor_info& info, const V& v) {
+  bool same = info.rank() == std::remove_cvref_t<V>::rank;
+  for (std::size_t d = 0; same && d < info.rank(); ++d) same = info.shape[d] == v.extent(d);
+  return same;
+}
+}  // namespace detail
 
 // The weight files of a checkpoint directory: model.safetensors, or else every shard that
 // model.safetensors.index.json names (plain file names inside the directory).

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "blip2/io/checkpoint_files.hpp"
 #include "blip2/io/hf_config.hpp"
 #include "blip2/io/safetensors.hpp"
 #include "blip2/models/opt/model.hpp"
@@ -84,9 +85,7 @@ opt_model<T> load_opt_model(const opt_config& cfg, std::shared_ptr<const std::ve
         BLIP2_CHECK(file, format_error, "checkpoint '", label, "': missing tensor '", name, "' (expected shape ",
                     shape_string(v), ")");
         const auto& info = file->info(name);
-        bool same = info.rank() == std::remove_cvref_t<decltype(v)>::rank;
-        for (std::size_t d = 0; same && d < info.rank(); ++d) same = info.shape[d] == v.extent(d);
-        BLIP2_CHECK(same, shape_error, "checkpoint '", file->label(), "': tensor '", name, "' has shape ",
+        BLIP2_CHECK(detail::same_shape(info, v), shape_error, "checkpoint '", file->label(), "': tensor '", name, "' has shape ",
                     detail::vector_shape_string(info.shape), " but the OPT config needs ", shape_string(v),
                     name.find("embed_tokens") != std::string::npos ? " (text_config.vocab_size is the number of rows)" : "");
         in_place = in_place && info.dtype == safetensors_dtype::f32 &&

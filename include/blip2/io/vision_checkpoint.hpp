@@ -44,9 +44,7 @@ void load_vision_weights(vision_model<T>& m, std::span<const safetensors_file> f
     BLIP2_CHECK(file, format_error, "checkpoint '", label, "': missing tensor '", name, "' (expected shape ",
                 shape_string(v), ")");
     const auto& info = file->info(name);
-    bool same = info.rank() == std::remove_cvref_t<decltype(v)>::rank;
-    for (std::size_t d = 0; same && d < info.rank(); ++d) same = info.shape[d] == v.extent(d);
-    BLIP2_CHECK(same, shape_error, "checkpoint '", file->label(), "': tensor '", name, "' has shape ",
+    BLIP2_CHECK(detail::same_shape(info, v), shape_error, "checkpoint '", file->label(), "': tensor '", name, "' has shape ",
                 detail::vector_shape_string(info.shape), " but the vision config needs ", shape_string(v));
     file->read_into(name, v);
     used.insert(name);
