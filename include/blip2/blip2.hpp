@@ -1,7 +1,8 @@
 // blip2/blip2.hpp: the whole library in one include.
 //
 // The core (tensor views, concepts, the reference backend, every op, the Q-Former and its heads, the
-// ViT, the stage-1 losses, samplers, optimiser and step, retrieval, text generation) needs only C++20.
+// ViT, the stage-1 losses, samplers, optimiser and step, retrieval, caption and VQA metrics, text
+// generation) needs only C++20.
 // (The demo's synthetic world, frozen patch encoder and PNG plot are not the library: examples/support/.)
 // Optional parts are included when their dependency is there:
 //   oneDNN backend      when compiled with BLIP2_HAS_ONEDNN (link blip2::onednn)
@@ -73,8 +74,12 @@
 #include "blip2/train/progress.hpp"
 #include "blip2/train/stage1_step.hpp"
 
+#include "blip2/eval/bleu.hpp"
+#include "blip2/eval/caption_ngrams.hpp"
+#include "blip2/eval/cider.hpp"
 #include "blip2/eval/rerank_scores.hpp"
 #include "blip2/eval/retrieval.hpp"
+#include "blip2/eval/vqa_accuracy.hpp"
 
 #include "blip2/generate/generate.hpp"
 
