@@ -27,6 +27,10 @@
 //      options.min_frequency times (2 by default: no pair occurs twice), or when no pair is left.
 // Counts are updated incrementally (the pre-tokens that hold the merged pair are recounted; a heap of
 // (count, pair) with stale entries skipped), so a merge costs the pre-tokens it touches, not the corpus.
+// Checked merge for merge against tokenizers 0.23.2 (tests/fixtures/make_bpe_train_fixtures.js). One known
+// difference: when two different pairs make the same string (e.g. "ab"+"c" and "a"+"bc"), a later pair
+// with that token may be found in words of both origins; we merge it everywhere at once, BpeTrainer
+// (which tracks positions per heap entry) can merge it in two steps and list the pair twice.
 //
 // The vocabulary, in OPT's id convention: <s> 0, <pad> 1, </s> 2, <unk> 3, then the 256 byte symbols in
 // GPT-2's bytes_to_unicode order ("!" 4 .. "ÿ" 191, then the 68 remapped bytes: "Ā" (0x00) 192 ..
