@@ -2,7 +2,7 @@
 //
 // The core (tensor views, concepts, the reference backend, every op, the Q-Former and its heads, the
 // ViT, the stage-1 losses, samplers, optimiser and step, retrieval, caption and VQA metrics, text
-// generation) needs only C++20.
+// generation, the OPT decoder and BLIP-2 OPT's stage 2) needs only C++20.
 // (The demo's synthetic world, frozen patch encoder and PNG plot are not the library: examples/support/.)
 // Optional parts are included when their dependency is there:
 //   oneDNN backend      when compiled with BLIP2_HAS_ONEDNN (link blip2::onednn)
@@ -74,6 +74,18 @@
 #include "blip2/train/progress.hpp"
 #include "blip2/train/stage1_step.hpp"
 
+// ---- stage 2: the OPT decoder, BLIP-2 OPT (soft prompt, loss, generation), its training pieces ----
+#include "blip2/models/opt/config.hpp"
+#include "blip2/models/opt/decoder.hpp"
+#include "blip2/models/opt/model.hpp"
+#include "blip2/models/opt/session.hpp"
+#include "blip2/models/opt/weights.hpp"
+#include "blip2/models/blip2_opt/generate_text.hpp"
+#include "blip2/models/blip2_opt/model.hpp"
+#include "blip2/models/blip2_opt/stage2.hpp"
+#include "blip2/train/lm_step.hpp"
+#include "blip2/train/stage2_trainer.hpp"
+
 #include "blip2/eval/bleu.hpp"
 #include "blip2/eval/caption_ngrams.hpp"
 #include "blip2/eval/cider.hpp"
@@ -87,6 +99,7 @@
 #include "blip2/io/bert_tokenizer.hpp"
 #include "blip2/io/byte_bpe_tokenizer.hpp"
 #include "blip2/io/opt_tokenizer.hpp"
+#include "blip2/io/bpe_trainer.hpp"
 
 #if defined(BLIP2_HAS_ONEDNN)
 #include "blip2/backend/onednn/onednn.hpp"
@@ -97,6 +110,10 @@
 #include "blip2/io/qformer_checkpoint.hpp"
 #include "blip2/io/safetensors.hpp"
 #include "blip2/io/training_checkpoint.hpp"
+#include "blip2/io/checkpoint_files.hpp"
+#include "blip2/io/opt_checkpoint.hpp"
+#include "blip2/io/blip2_opt_checkpoint.hpp"
+#include "blip2/io/save_blip2_opt.hpp"
 #endif
 
 #if defined(BLIP2_HAS_IMAGE)
