@@ -1,25 +1,27 @@
-// decode_bandwidth: the linear layers of one decode step of a frozen OPT-2.7B, float32 weights (oneDNN's
-// matmul through linear_forward) against bfloat16 weights (our linear_bf16_forward), against the
-// machine's memory bandwidth.
+// decode_bandwidth: the linear layers of one decode step of a frozen OPT-2.7B, float32 weights
+// (linear_forward: our streaming kernel at these shapes, and oneDNN's matmul forced beside it) against
+// bfloat16 weights (our linear_bf16_forward, the same kernel), against the machine's memory bandwidth.
 //
 // A decode step multiplies M = 1 row per sequence (greedy) or M = 5 (5 beams) by every weight matrix: 2 M
 // flops per weight read, so its time is the weights' bytes over the bandwidth. Printed:
-//   - the CPU, oneDNN's ISA, the threads, which bf16 kernel runs;
+//   - the CPU, oneDNN's ISA, the threads, which streaming kernel runs (f32 and bf16);
 //   - STREAM-like bandwidth over a pool far larger than the caches (default 2 GiB: this machine's VM
 //     reports a 508 MiB L3, and reads of 256 MiB ran at 3-4x the DRAM rate): read (a sum of 64-bit words
 //     in four independent AVX2 sums), copy (half to half) and triad (a = b + 3 c over thirds); medians;
 //   - the f32 -> bf16 conversion of weights (to_bfloat16), GB/s of float32 read;
 //   - for OPT-2.7B's decode shapes (q/k/v/out 2560x2560, fc1 10240x2560, fc2 2560x10240, lm_head
-//     50272x2560) at M = 1 and 5: the median time of linear_forward (f32) and linear_bf16_forward, the
+//     50272x2560) at M = 1 and 5: the median time of linear_forward (f32: as it runs, on the streaming
+//     kernel; and with be.f32_kernel() = reference, oneDNN's matmul) and linear_bf16_forward, the
 //     effective GB/s (weight bytes / time) and its fraction of the read rate of a plain sum over as many
 //     bytes as the bf16 weights. The kinds of call (the sum too) are timed in turn, call by call (the VM's
 //     bandwidth moves from minute to minute), and each call reads the pool's bytes after the last call's,
 //     so weights come from memory, as in a real decode whose 5.3-10.6 GB of weights no cache holds (a
 //     warm 26 MB matrix would run from cache);
-//   - a whole-model estimate: one layer's six linears x 32 + lm_head per step, as steps/s for f32 and bf16
+//   - a whole-model estimate: one layer's six linears x 32 + lm_head per step, as steps/s for f32 (ours
+//     and oneDNN's) and bf16
 //     (at M = 5 a step makes one token for each of the 5 beams), the bf16/f32 ratio, and the limit (the
 //     same bytes at each row's read rate). Attention, LayerNorm and the KV cache are left out.
-// --results FILE writes the medians as "name M f32_ms bf16_ms" lines for the PyTorch peer
+// --results FILE writes the medians as "name M f32_ms bf16_ms" lines (f32: linear_forward as it runs) for the PyTorch peer
 // (peers/decode_linear_torch.py, run by run_decode_bandwidth.sh) to print ours/torch.
 //
 // Usage: decode_bandwidth [--quick] [--reps N] [--threads N] [--pool-mib N] [--tries N]
@@ -27,7 +29,8 @@
 //   --quick     5 timed calls per case (default 21), 3 bandwidth repeats (default 7)
 //   --tries     a case during which other processes took more than 0.1 core is timed again, 2 s later, up
 //               to N times in all (default 5); the cores they took are printed beside each figure
-//   --kernel    the bf16 kernel (default: the widest this CPU has); with AVX-512, an avx2 column is added
+//   --kernel    the streaming kernel, f32 and bf16 (default: the widest this CPU has); with AVX-512, a bf16
+//               avx2 column is added
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -166,7 +169,7 @@ constexpr shape shapes[] = {{"q/k/v/out", 2560, 2560, 4}, {"fc1", 10240, 2560, 1
 constexpr int layers = 32;
 
 struct row {
-  timing read, f32, bf16, bf16_alt;  // read: the bf16 weights' bytes summed; bf16_alt: the AVX2 kernel
+  timing read, f32, f32_onednn, bf16, bf16_alt;  // read: the bf16 weights' bytes summed; bf16_alt: the AVX2 kernel
   double others = 0;
 };
 
@@ -239,12 +242,14 @@ int main(int argc, char** argv) {
   }
   const int threads = set_threads(cfg.threads);
   print_banner("decode_bandwidth", cfg.quick, threads);
-  onednn_backend be, be_alt;
+  onednn_backend be, be_alt, be_onednn;
   be.set_bf16_kernel(cfg.kernel);
+  be.set_f32_kernel(cfg.kernel);
+  be_onednn.set_f32_kernel(bf16_kernels::reference);  // linear_forward on oneDNN's matmul at every shape
   const bf16_kernels used = onednn_detail::bf16_kernel_for(cfg.kernel);
   const bool alt = used == bf16_kernels::avx512 && onednn_detail::bf16_kernel_available(bf16_kernels::avx2);
   be_alt.set_bf16_kernel(bf16_kernels::avx2);
-  std::printf("bf16 kernel: %s%s; oneDNN bf16 matmul on this CPU: %s\n", kernel_name(used),
+  std::printf("streaming kernel (f32 and bf16): %s%s; oneDNN bf16 matmul on this CPU: %s\n", kernel_name(used),
               alt ? " (and avx2 beside it)" : "", onednn_bf16_matmul_available(be) ? "yes" : "no");
   std::printf("each case: 1 untimed call, then %d timed; medians. Weights rotate over a %zu MiB pool.\n\n", cfg.reps,
               cfg.pool_mib);
@@ -274,8 +279,9 @@ int main(int argc, char** argv) {
     p.fill();
   }
 
-  std::printf("%-10s %2s | %6s | %-24s | %-24s | %7s | %-24s | %s\n", "linear", "M", "read", "f32 oneDNN: ms GB/s %rd",
-              "bf16 ours: ms GB/s %rd", "bf16/f32", alt ? "bf16 avx2: ms GB/s %rd" : "", "others");
+  std::printf("%-10s %2s | %6s | %-24s | %-24s | %-24s | %7s | %-24s | %s\n", "linear", "M", "read",
+              "f32 ours: ms GB/s %rd", "f32 oneDNN: ms GB/s %rd", "bf16 ours: ms GB/s %rd", "bf16/f32",
+              alt ? "bf16 avx2: ms GB/s %rd" : "", "others");
   std::vector<std::vector<row>> rows(std::size(shapes));
   rotation rot{p};
   const index_t Ms[] = {1, 5};
@@ -291,10 +297,13 @@ int main(int argc, char** argv) {
       auto read = [&](index_t n, index_t k, rotation& rt) {
         read_all(rt.next(static_cast<std::size_t>(n * k) * 2), n * k * 2);
       };
-      auto f32 = [&](index_t n, index_t k, rotation& rt) {
-        const auto* w = reinterpret_cast<const float*>(rt.next(static_cast<std::size_t>(n * k) * 4));
-        linear_forward(be, out, inp, tensor_view<const float, 2>(w, {n, k}), bias);
+      auto f32_with = [&](onednn_backend& b) {
+        return [&](index_t n, index_t k, rotation& rt) {
+          const auto* w = reinterpret_cast<const float*>(rt.next(static_cast<std::size_t>(n * k) * 4));
+          linear_forward(b, out, inp, tensor_view<const float, 2>(w, {n, k}), bias);
+        };
       };
+      auto f32 = f32_with(be), f32_onednn = f32_with(be_onednn);
       auto bf16_with = [&](onednn_backend& b) {
         return [&](index_t n, index_t k, rotation& rt) {
           const auto* w = reinterpret_cast<const bfloat16*>(rt.next(static_cast<std::size_t>(n * k) * 2));
@@ -304,11 +313,11 @@ int main(int argc, char** argv) {
       auto bf16 = bf16_with(be), bf16_alt = bf16_with(be_alt);
       row r;
       if (alt) {
-        const auto t = time_in_turn(rot, N, K, cfg.reps, cfg.tries, r.others, read, f32, bf16, bf16_alt);
-        r.read = t[0], r.f32 = t[1], r.bf16 = t[2], r.bf16_alt = t[3];
+        const auto t = time_in_turn(rot, N, K, cfg.reps, cfg.tries, r.others, read, f32, f32_onednn, bf16, bf16_alt);
+        r.read = t[0], r.f32 = t[1], r.f32_onednn = t[2], r.bf16 = t[3], r.bf16_alt = t[4];
       } else {
-        const auto t = time_in_turn(rot, N, K, cfg.reps, cfg.tries, r.others, read, f32, bf16);
-        r.read = t[0], r.f32 = t[1], r.bf16 = t[2];
+        const auto t = time_in_turn(rot, N, K, cfg.reps, cfg.tries, r.others, read, f32, f32_onednn, bf16);
+        r.read = t[0], r.f32 = t[1], r.f32_onednn = t[2], r.bf16 = t[3];
       }
       const double wb = static_cast<double>(N * K), read_gbs = 2 * wb / r.read.median_s * 1e-9;
       auto cell = [&](const timing& t, double bytes) {
@@ -317,15 +326,16 @@ int main(int argc, char** argv) {
         std::snprintf(b, sizeof b, "%7.3f %6.1f %4.0f%%", t.median_s * 1e3, g, 100 * g / read_gbs);
         return std::string(b);
       };
-      std::printf("%-10s %2ld | %6.1f | %-24s | %-24s | %7.2fx | %-24s | %.2f\n", name, static_cast<long>(M), read_gbs,
-                  cell(r.f32, 4 * wb).c_str(), cell(r.bf16, 2 * wb).c_str(), r.f32.median_s / r.bf16.median_s,
+      std::printf("%-10s %2ld | %6.1f | %-24s | %-24s | %-24s | %7.2fx | %-24s | %.2f\n", name, static_cast<long>(M),
+                  read_gbs, cell(r.f32, 4 * wb).c_str(), cell(r.f32_onednn, 4 * wb).c_str(), cell(r.bf16, 2 * wb).c_str(),
+                  r.f32.median_s / r.bf16.median_s,
                   alt ? cell(r.bf16_alt, 2 * wb).c_str() : "", r.others);
       std::fflush(stdout);
       rows[s].push_back(r);
     }
   }
   std::printf("(read: GB/s of a plain sum over as many bytes as the bf16 weights; %%rd: a kernel's GB/s over it; read, "
-              "f32, bf16%s timed in turn, call by call; others: the cores other processes took meanwhile, after up "
+              "f32 ours, f32 oneDNN, bf16%s timed in turn, call by call; others: the cores other processes took meanwhile, after up "
               "to %d tries; load average %s)\n\n", alt ? " and bf16 avx2" : "", cfg.tries, loadavg().c_str());
 
   // ---- whole model: 32 layers of six linears + lm_head per step ----
@@ -338,11 +348,12 @@ int main(int argc, char** argv) {
   std::ofstream results;
   if (!cfg.results.empty()) results.open(cfg.results);
   for (std::size_t mi = 0; mi < std::size(Ms); ++mi) {
-    double f32 = 0, bf16 = 0, bf16_alt = 0, limit_bf16 = 0;
+    double f32 = 0, f32_onednn = 0, bf16 = 0, bf16_alt = 0, limit_bf16 = 0;
     for (std::size_t s = 0; s < std::size(shapes); ++s) {
       const double times = shapes[s].per_layer ? shapes[s].per_layer * layers : 1;
       limit_bf16 += times * rows[s][mi].read.median_s;
       f32 += times * rows[s][mi].f32.median_s;
+      f32_onednn += times * rows[s][mi].f32_onednn.median_s;
       bf16 += times * rows[s][mi].bf16.median_s;
       bf16_alt += times * rows[s][mi].bf16_alt.median_s;
       if (results)
@@ -351,10 +362,10 @@ int main(int argc, char** argv) {
     }
     if (results) results << "model " << Ms[mi] << ' ' << f32 * 1e3 << ' ' << bf16 * 1e3 << '\n';
     const double limit_f32 = 2 * limit_bf16;  // the same bandwidth, twice the bytes
-    std::printf("  M = %ld: f32 %.1f ms/step = %.2f steps/s (%.0f%% of the read limit %.2f); bf16 %.1f ms/step = "
-                "%.2f steps/s (%.0f%% of %.2f); bf16/f32 %.2fx",
-                static_cast<long>(Ms[mi]), f32 * 1e3, 1 / f32, 100 * limit_f32 / f32, 1 / limit_f32, bf16 * 1e3,
-                1 / bf16, 100 * limit_bf16 / bf16, 1 / limit_bf16, f32 / bf16);
+    std::printf("  M = %ld: f32 ours %.1f ms/step = %.2f steps/s (%.0f%% of the read limit %.2f); f32 oneDNN %.2f "
+                "steps/s (%.0f%%); bf16 %.1f ms/step = %.2f steps/s (%.0f%% of %.2f); bf16/f32 ours %.2fx",
+                static_cast<long>(Ms[mi]), f32 * 1e3, 1 / f32, 100 * limit_f32 / f32, 1 / limit_f32, 1 / f32_onednn,
+                100 * limit_f32 / f32_onednn, bf16 * 1e3, 1 / bf16, 100 * limit_bf16 / bf16, 1 / limit_bf16, f32 / bf16);
     if (alt) std::printf("; bf16 avx2 %.2f steps/s", 1 / bf16_alt);
     std::printf("\n");
   }

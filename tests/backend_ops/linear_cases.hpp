@@ -1,6 +1,8 @@
 // Conformance cases for matmul, linear_forward and linear_backward.
 #pragma once
+#include <iterator>
 #include <limits>
+#include <vector>
 
 #include "blip2/nn/linear.hpp"
 #include "blip2/nn/matmul.hpp"
@@ -98,9 +100,21 @@ inline void add_linear_cases(std::vector<op_case>& cases) {
   struct shape {
     index_t B, T, K, N;  // inp (B, T, K) flattened to R = B T rows
     bool bias;
+    bool forward_only = false;
   };
-  for (auto [B, T, K, N, bias] : {shape{1, 5, 7, 13, true}, shape{2, 7, 13, 5, true}, shape{1, 1, 13, 7, false},
-                                  shape{2, 16, 96, 64, true}, shape{1, 13, 5, 1, false}}) {
+  // Decode shapes, forward only: R = 1..8 rows with N K >= 2^20 weights take the oneDNN backend's
+  // streaming kernel (linear.hpp's use_stream_kernel); K with tails after whole vectors of 16 and 8
+  // (K = 1040 has none), N not a multiple of the tile (1-6 rows) or the OpenMP block (30-32 rows). R = 9
+  // at the same size stays on the matmul (the rule's edge).
+  const shape decode[] = {{1, 1, 1029, 1031, true, true}, {1, 2, 1040, 1013, false, true},
+                          {1, 3, 2055, 517, true, true},  {2, 2, 1031, 1023, true, true},
+                          {1, 5, 2561, 411, true, true},  {2, 3, 1027, 1025, false, true},
+                          {1, 7, 4103, 257, true, true},  {2, 4, 1033, 1019, true, true},
+                          {3, 3, 1033, 1019, true, true}};
+  std::vector<shape> shapes = {shape{1, 5, 7, 13, true}, shape{2, 7, 13, 5, true}, shape{1, 1, 13, 7, false},
+                               shape{2, 16, 96, 64, true}, shape{1, 13, 5, 1, false}};
+  shapes.insert(shapes.end(), std::begin(decode), std::end(decode));
+  for (auto [B, T, K, N, bias, forward_only] : shapes) {
     auto init_inputs = [B = B, T = T, K = K, N = N](io<double>& x) {
       rng r(B * 1000 + T * 100 + K * 10 + N);
       x.make("inp", {B, T, K}, r.normals());
@@ -118,6 +132,7 @@ inline void add_linear_cases(std::vector<op_case>& cases) {
     const std::string nb = bias ? "" : "no_bias";
     const auto dims = {std::pair<const char*, long long>{"B", B}, {"T", T}, {"K", K}, {"N", N}};
     cases.push_back(make_case("linear_forward", describe("linear_forward", dims, nb), init_inputs, {"out"}, forward));
+    if (forward_only) continue;
     // which gradients are asked for: all; no dinp (the first shape); frozen (no dweight, no dbias: every
     // shape, both modes); no dweight but a dbias (the first two shapes)
     enum class wanted { all, no_dinp, frozen, no_dweight };

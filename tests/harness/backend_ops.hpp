@@ -212,6 +212,23 @@ inline std::vector<run_result> run_case(const op_case& cs, long perturb_output =
     if (onednn_detail::bf16_kernel_available(bf16_kernels::avx2))
       run_one("onednn-bf16-avx2", [&](io<float>& x) { cs.run_onednn(avx2, x); });
   }
+  if (cs.op == "linear_forward") {
+    // float32 linear_forward takes the streaming kernel at decode shapes (linear.hpp's use_stream_kernel):
+    // every case runs through each vector version this CPU has, and through oneDNN's matmul forced
+    using stream_kernels = onednn_backend::stream_kernels;
+    auto with = [](stream_kernels k) {
+      onednn_backend be;
+      be.set_f32_kernel(k);
+      return be;
+    };
+    static onednn_backend avx512 = with(stream_kernels::avx512), avx2 = with(stream_kernels::avx2),
+                          matmul = with(stream_kernels::reference);
+    if (onednn_detail::stream_kernel_available(stream_kernels::avx512))
+      run_one("onednn-f32-avx512", [&](io<float>& x) { cs.run_onednn(avx512, x); });
+    if (onednn_detail::stream_kernel_available(stream_kernels::avx2))
+      run_one("onednn-f32-avx2", [&](io<float>& x) { cs.run_onednn(avx2, x); });
+    run_one("onednn-f32-matmul", [&](io<float>& x) { cs.run_onednn(matmul, x); });
+  }
 #endif
   return results;
 }

@@ -5,6 +5,8 @@
 // backward: dinp = dout weight (beta 0, or beta 1 to accumulate), dweight += dout^T inp (beta 1: the sum
 //           post-op adds into the gradient), dbias += column sums of dout (a loop); each skipped when its
 //           view is empty (a frozen layer passes no dweight and no dbias).
+// forward with few rows: our streaming kernel instead of the matmul (decode steps; the rule and its reason
+//           are use_stream_kernel's, below).
 // With be.linear() == bf16, the products read dense copies of their inputs rounded to bfloat16
 // (core/bfloat16.hpp), in scratch slots of their own; the bias, dbias (from the float32 dout) and every
 // output stay float32.
@@ -14,6 +16,7 @@
 #include "blip2/core/bfloat16.hpp"
 #include "blip2/backend/onednn/matmul.hpp"
 #include "blip2/backend/onednn/onednn_backend.hpp"
+#include "blip2/backend/onednn/stream_linear.hpp"
 #include "blip2/backend/reference/linear.hpp"
 
 namespace blip2 {
@@ -51,6 +54,25 @@ inline void add_column_sums(tensor_view<float, 1> dbias, tensor_view<const float
   }
 }
 
+// The dispatch rule of the float32 forward, in this one place. A decode step of an LLM (R = 1 row per
+// sequence, 5 with 5 beams) reads every weight once for 2 R flops each: its time is the weights' bytes
+// over the memory bandwidth, and oneDNN 2.6's f32 matmul reads well below the bandwidth at such shapes,
+// where stream_linear.hpp's kernel (the one linear_bf16_forward runs) streams the weights
+// (benchmarks/README.md, "Decode bandwidth", has the measurements). So that kernel takes:
+//   - R <= 8 rows (one tile of input rows: each weight loaded once for all of them);
+//   - dense inputs: inp and the weight rows with unit column stride (any row strides);
+//   - N K >= 2^20 weights (4 MiB of float32: a layer whose weights come from memory, bandwidth-bound;
+//     smaller ones may be in cache, and were not measured);
+//   - a vector kernel on this CPU (be.f32_kernel(): automatic, or one named; reference forces the matmul).
+// Everything else (more rows reuse each weight, where a blocked GEMM wins) stays on oneDNN's matmul.
+inline stream_kernels use_stream_kernel(onednn_backend& be, tensor_view<const float, 2> inp,
+                                        tensor_view<const float, 2> weight) {
+  const index_t R = inp.extent(0), K = inp.extent(1), N = weight.extent(0);
+  const bool fits = R >= 1 && R <= 8 && N * K >= (index_t{1} << 20) && inp.stride(1) == 1 && weight.stride(1) == 1;
+  if (!fits || be.f32_kernel() == stream_kernels::reference) return stream_kernels::reference;
+  return stream_kernel_for(be.f32_kernel(), "linear_forward");
+}
+
 }  // namespace onednn_detail
 
 template <>
@@ -63,7 +85,9 @@ struct kernel<onednn_backend, op::linear_forward> {
     } else {
       using namespace onednn_detail;
       const auto a = linear_input(be, bf16_slot_a, inp), w = linear_input(be, bf16_slot_b, weight);
-      if (!matmul_fits(out, a, transpose(w)) || (bias.data() && bias.extent(0) > 1 && bias.stride(0) <= 0)) {
+      if (const stream_kernels k = use_stream_kernel(be, a, w); k != stream_kernels::reference) {
+        stream_linear_forward<float>(be, k, out, a, w, bias);  // out (R, N) = inp (R, K) weight^T + bias
+      } else if (!matmul_fits(out, a, transpose(w)) || (bias.data() && bias.extent(0) > 1 && bias.stride(0) <= 0)) {
         // zero or negative strides inside a matrix, or a broadcast bias: no oneDNN descriptor for them
         reference_fallback<op::linear_forward>::run(be, out, a, w, bias);
       } else {

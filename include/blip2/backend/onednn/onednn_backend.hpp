@@ -36,7 +36,8 @@ class onednn_backend {
         split_(split_default()),
         attention_(attention_default()),
         linear_(linear_default()),
-        bf16_kernel_(bf16_kernel_default()) {}
+        bf16_kernel_(stream_kernel_default("BLIP2_ONEDNN_BF16", "reference")),
+        f32_kernel_(stream_kernel_default("BLIP2_ONEDNN_F32", "onednn")) {}
 
   dnnl::engine& engine() { return engine_; }
   dnnl::stream& stream() { return stream_; }
@@ -68,13 +69,22 @@ class onednn_backend {
   enum class linear_precision { f32, bf16 };
   linear_precision linear() const { return linear_; }
   void set_linear(linear_precision p) { linear_ = p; }
-  // Which kernel runs linear_bf16_forward (linear_bf16.hpp, our own: oneDNN 2.6 has no bf16 matmul on
-  // AVX2 CPUs): the best this CPU has (automatic: AVX-512, else AVX2 + FMA, else the reference loop), or
-  // one named, for tests and benchmarks (naming one this CPU lacks makes the call throw backend_error).
-  // The environment variable BLIP2_ONEDNN_BF16=auto|avx512|avx2|reference sets the default.
-  enum class bf16_kernels { automatic, avx512, avx2, reference };
-  bf16_kernels bf16_kernel() const { return bf16_kernel_; }
-  void set_bf16_kernel(bf16_kernels k) { bf16_kernel_ = k; }
+  // Which version of our streaming kernel (stream_linear.hpp: a few input rows, each weight read once, as
+  // in an LLM's decode step) runs: the best this CPU has (automatic: AVX-512, else AVX2 + FMA), or one
+  // named, for tests and benchmarks (naming one this CPU lacks makes the call throw backend_error), or
+  // none (reference). Two settings, one per weight type:
+  //   - bf16_kernel(): linear_bf16_forward (linear_bf16.hpp; oneDNN 2.6 has no bf16 matmul on AVX2 CPUs);
+  //     reference, or no vector kernel on this CPU: the reference loop;
+  //   - f32_kernel(): linear_forward's float32 calls that linear.hpp's dispatch rule sends to the kernel;
+  //     reference, or no vector kernel on this CPU: oneDNN's matmul for every shape.
+  // The environment variables BLIP2_ONEDNN_BF16=auto|avx512|avx2|reference and
+  // BLIP2_ONEDNN_F32=auto|avx512|avx2|onednn set the defaults.
+  enum class stream_kernels { automatic, avx512, avx2, reference };
+  using bf16_kernels = stream_kernels;
+  stream_kernels bf16_kernel() const { return bf16_kernel_; }
+  void set_bf16_kernel(stream_kernels k) { bf16_kernel_ = k; }
+  stream_kernels f32_kernel() const { return f32_kernel_; }
+  void set_f32_kernel(stream_kernels k) { f32_kernel_ = k; }
   // The threads a kernel may split its work over: OpenMP's team size when split() is on; 1 when it is
   // off, inside a parallel region, or without OpenMP.
   int split_threads() const {
@@ -124,7 +134,7 @@ class onednn_backend {
   bool split_;
   attention_kernels attention_;
   linear_precision linear_;
-  bf16_kernels bf16_kernel_;
+  stream_kernels bf16_kernel_, f32_kernel_;
   std::unordered_map<std::string, dnnl::primitive> cache_;
   std::unordered_map<int, std::vector<float>> scratch_;
 
@@ -153,15 +163,15 @@ class onednn_backend {
       throw backend_error(std::string("onednn: BLIP2_ONEDNN_LINEAR is '") + e + "', expected f32 or bf16");
     return linear_precision::f32;
   }
-  static bf16_kernels bf16_kernel_default() {
-    const char* e = std::getenv("BLIP2_ONEDNN_BF16");
-    if (e && std::strcmp(e, "avx512") == 0) return bf16_kernels::avx512;
-    if (e && std::strcmp(e, "avx2") == 0) return bf16_kernels::avx2;
-    if (e && std::strcmp(e, "reference") == 0) return bf16_kernels::reference;
+  // The default of a stream_kernels setting from environment variable `var`; `none` is its word for reference.
+  static stream_kernels stream_kernel_default(const char* var, const char* none) {
+    const char* e = std::getenv(var);
+    if (e && std::strcmp(e, "avx512") == 0) return stream_kernels::avx512;
+    if (e && std::strcmp(e, "avx2") == 0) return stream_kernels::avx2;
+    if (e && std::strcmp(e, none) == 0) return stream_kernels::reference;
     if (e && *e && std::strcmp(e, "auto") != 0)
-      throw backend_error(std::string("onednn: BLIP2_ONEDNN_BF16 is '") + e +
-                          "', expected auto, avx512, avx2 or reference");
-    return bf16_kernels::automatic;
+      throw backend_error(std::string("onednn: ") + var + " is '" + e + "', expected auto, avx512, avx2 or " + none);
+    return stream_kernels::automatic;
   }
 };
 
