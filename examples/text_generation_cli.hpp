@@ -19,6 +19,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "blip2/generate/generate.hpp"
@@ -70,7 +71,9 @@ inline void check_generation_flags(text_generation_options& o) {
   require(!o.model.empty(), "--model DIR");
   if (!o.inputs.empty() && !o.images.empty()) throw usage_error{"give either --images or --inputs, not both"};
   require(!o.inputs.empty() || !o.images.empty(), "--images FILE... (or --inputs IN.safetensors)");
-  if (o.gen.do_sample && !o.beams_given) o.gen.num_beams = 1;  // LAVIS's nucleus sampling with one beam
+  // --sample alone means nucleus sampling with one beam (LAVIS before transformers 4.27; today's LAVIS
+  // runs Hugging Face's beam-sample with its 5 beams, which is not implemented here)
+  if (o.gen.do_sample && !o.beams_given) o.gen.num_beams = 1;
   if (o.gen.min_new_tokens > o.gen.max_new_tokens)
     throw usage_error{"--min-new-tokens " + std::to_string(o.gen.min_new_tokens) + " is more than --max-new-tokens " +
                       std::to_string(o.gen.max_new_tokens)};
@@ -121,21 +124,24 @@ dynamic_tensor<float> image_embeddings(Be& be, const text_generation_options& o,
 // path written whole or not at all: a temporary file beside it, then a rename
 inline void write_text_atomically(const std::filesystem::path& path, const std::string& text) {
   const auto tmp = std::filesystem::path(path.string() + ".tmp." + std::to_string(::getpid()));
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) detail::raise<value_error>("--output '", path.string(), "': cannot open '", tmp.string(), "' for writing");
-    f << text;
-    if (!f.flush()) {
-      std::filesystem::remove(tmp);
-      detail::raise<value_error>("--output '", path.string(), "': write failed");
-    }
-  }
   std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp);
-    detail::raise<value_error>("--output '", path.string(), "': rename failed: ", ec.message());
+  auto fail = [&](const char* what) {
+    std::filesystem::remove(tmp, ec);
+    detail::raise<value_error>("--output '", path.string(), "': ", what);
+  };
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) fail("cannot create the temporary file beside it");
+  for (std::size_t done = 0; done < text.size();) {
+    const ::ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n <= 0) {
+      ::close(fd);
+      fail("write failed");
+    }
+    done += static_cast<std::size_t>(n);
   }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) fail("write failed (fsync/close)");
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) fail("rename failed");
 }
 
 // Loads, generates, prints one text per line and writes --output. `what` names the program.

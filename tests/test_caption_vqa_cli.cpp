@@ -148,8 +148,8 @@ TEST_CASE("caption and vqa: bad input is a clear error") {
   expect_failure(BLIP2_CAPTION_EXE, {"--model", model, "--inputs", inputs, "--num-captions", "6"}, 2,
                  "num_return_sequences = 6 must be <= num_beams = 5");
   // failures: exit 1, the message names the problem
-  // 4 queries + 4 prompt ids + 41 new tokens > 48 positions
-  expect_failure(BLIP2_CAPTION_EXE, {"--model", model, "--inputs", inputs, "--max-new-tokens", "41"}, 1,
+  // 4 queries + 4 prompt ids + 42 new tokens - 1 (the last is never fed back) > 48 positions
+  expect_failure(BLIP2_CAPTION_EXE, {"--model", model, "--inputs", inputs, "--max-new-tokens", "42"}, 1,
                  "max_position_embeddings = 48");
   std::string long_prompt;
   for (int k = 0; k < 40; ++k) long_prompt += " photo";

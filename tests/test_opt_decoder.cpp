@@ -208,6 +208,16 @@ TEST_CASE("OPT decoder: errors name what is wrong") {
   CHECK_THROWS_WITH_AS(s.start(tensor_view<const double, 2>(e.data(), {3, c.word_embed_proj_dim}),
                                tensor_view<const index_t, 2>(bad.data(), {1, 3}), 0),
                        doctest::Contains("is not 0 or 1"), value_error);
+  // a prompt that ends with padding would generate from a pad row
+  std::vector<index_t> right_padded = {1, 1, 0};
+  CHECK_THROWS_WITH_AS(s.start(tensor_view<const double, 2>(e.data(), {3, c.word_embed_proj_dim}),
+                               tensor_view<const index_t, 2>(right_padded.data(), {1, 3}), 0),
+                       doctest::Contains("pad prompts on the left"), value_error);
+  // bfloat16 copies: only of a frozen decoder, only once
+  opt_model<double> trainable(c, opt_storage::with_gradients);
+  CHECK_THROWS_WITH_AS(trainable.store_bfloat16(), doctest::Contains("trainable decoder"), value_error);
+  m.store_bfloat16(false);
+  CHECK_THROWS_WITH_AS(m.store_bfloat16(), doctest::Contains("exist already"), value_error);
   opt_config odd = c;
   odd.num_attention_heads = 3;
   CHECK_THROWS_WITH_AS(opt_model<double>{odd}, doctest::Contains("not divisible by num_attention_heads"), format_error);

@@ -4,8 +4,8 @@
 // Dimensions: B sequences, T positions, C hidden, Dw word width, V embedding rows.
 //   input   embed_tokens(ids) (T B, Dw), sequence-major, under the mask (B, T) (padding: 0)
 //   logits  the decoder's rows of positions 0 .. T-2                     ((T - 1) B, V)
-//   loss    row t B + b predicts ids(b, t + 1) where mask(b, t + 1) = 1: plain cross-entropy, mean over the
-//           counted tokens (OPTForCausalLM's shifted loss with pads as -100)
+//   loss    row t B + b predicts ids(b, t + 1) where mask(b, t) = mask(b, t + 1) = 1: plain cross-entropy,
+//           mean over the counted tokens (OPTForCausalLM's shifted loss with pads as -100)
 // Backward adds into the decoder's gradient arena (it must be made with opt_storage::with_gradients):
 // embed_tokens gets both the lookup's and the tied lm_head's terms. opt_decay_groups gives AdamW's
 // weight-decay segments by name (LAVIS's rule: no decay for 1-d tensors and biases).
@@ -23,6 +23,7 @@ namespace blip2 {
 template <class T, memory_space Space = host_space>
 struct lm_state {
   index_t B = 0, T_text = 0;
+  bool ready = false;  // a forward completed: backward may run
   layer_kv_caches<T, Space> cache;
   opt_pass_state<T, Space> pass;
   index_list<Space> ids, targets;  // (T B) ids; ((T - 1) B) targets
@@ -45,6 +46,7 @@ T lm_forward(Be& be, const opt_model<T, Space>& m, lm_state<T, Space>& st, tenso
   BLIP2_CHECK(B >= 1 && Tn >= 2, shape_error, op, ": ids have shape ", shape_string(ids),
               "; next-token training needs B >= 1 and T >= 2");
   detail::check_shape(op, "mask", mask, {B, Tn});
+  st.ready = false;
   st.B = B, st.T_text = Tn;
   st.ids.host.resize(static_cast<std::size_t>(Tn * B));
   st.targets.host.resize(static_cast<std::size_t>((Tn - 1) * B));
@@ -55,7 +57,10 @@ T lm_forward(Be& be, const opt_model<T, Space>& m, lm_state<T, Space>& st, tenso
       BLIP2_CHECK(id >= 0 && id < V, value_error, op, ": ids(", b, ", ", t, ") = ", id, " is outside [0, ", V, ")");
       st.ids.host[static_cast<std::size_t>(t * B + b)] = id;
       st.mask[static_cast<std::size_t>(b * Tn + t)] = mask(b, t);
-      if (t > 0) st.targets.host[static_cast<std::size_t>((t - 1) * B + b)] = mask(b, t) ? id : default_ignore_index;
+      // a target counts when it and the position predicting it are real tokens (a left pad predicts nothing)
+      if (t > 0)
+        st.targets.host[static_cast<std::size_t>((t - 1) * B + b)] =
+            mask(b, t) && mask(b, t - 1) ? id : default_ignore_index;
     }
   st.ids.upload(be);
   st.targets.upload(be);
@@ -80,6 +85,7 @@ T lm_forward(Be& be, const opt_model<T, Space>& m, lm_state<T, Space>& st, tenso
                         detail::as_const(st.logits), st.targets.view());
   T loss{};
   copy_to_host(be, tensor_view<T, 1>(&loss, {1}), detail::as_const(st.loss));
+  st.ready = true;
   return loss;
 }
 
@@ -88,6 +94,7 @@ template <backend Be, class T, memory_space Space>
 void lm_backward(Be& be, opt_model<T, Space>& m, lm_state<T, Space>& st) {
   BLIP2_CHECK(m.trainable(), value_error, "lm_backward: the decoder has no gradient arena (make it with "
               "opt_storage::with_gradients)");
+  BLIP2_CHECK(st.ready, value_error, "lm_backward: no completed lm_forward to differentiate");
   const index_t B = st.B, Tn = st.T_text, R = (Tn - 1) * B;
   fill(be, st.dloss, T(1));
   cross_entropy_backward(be, st.dlogits, detail::as_const(st.dloss), detail::as_const(st.logits), st.targets.view(),

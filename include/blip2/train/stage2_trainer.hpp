@@ -8,8 +8,11 @@
 //     runner.train() reaches the frozen module too; the decoder was trained and is evaluated without it,
 //     and a deterministic step is what tests and resumed runs need. The Q-Former runs without dropout
 //     too for now (LAVIS keeps its 0.1): stage2_forward has no training switch yet.
-//   - weight decay by blip2's rule (optim/adamw.hpp: no decay for LayerNorms, biases and query_tokens)
-//     and, for the projection, decay of its weight only.
+//   - weight decay by blip2's rule (optim/adamw.hpp: no decay for LayerNorms, biases and query_tokens),
+//     the stage-1 demo's rule, and for the projection decay of its weight only. LAVIS's own rule decays
+//     query_tokens (a 3-d tensor); pass another adamw if that matters to an experiment.
+//   - vision_model.post_layernorm (LAVIS's ln_vision, trained in LAVIS's stage 2) stays frozen with the
+//     image encoder here, as issue 13's list of trainable tensors has it.
 //   - accumulation: the loss of each micro-batch is a mean over its counted tokens; the step averages the
 //     micro-batches' gradients (equal weight each, as gradient accumulation over equal micro-batches does).
 #pragma once

@@ -38,8 +38,9 @@ std::vector<generated_sequence> blip2_opt_generate(Be& be, const blip2_opt_model
   const auto img = detail::as_const(detail::arg_view<Be, 3>(image_embeds));  // (B, N, E)
   const index_t B = img.extent(0), L = Q + P;
   BLIP2_CHECK(B >= 1, shape_error, op, ": no images (image_embeds has shape ", shape_string(img), ")");
-  BLIP2_CHECK(L + options.max_new_tokens <= cfg.max_position_embeddings, value_error, op, ": ", Q, " queries + ", P,
-              " prompt ids + max_new_tokens ", options.max_new_tokens, " = ", L + options.max_new_tokens,
+  // the last generated token is never fed back: L + max_new_tokens - 1 positions at most
+  BLIP2_CHECK(L + options.max_new_tokens - 1 <= cfg.max_position_embeddings, value_error, op, ": ", Q, " queries + ", P,
+              " prompt ids + max_new_tokens ", options.max_new_tokens, " - 1 = ", L + options.max_new_tokens - 1,
               " positions, but the decoder has max_position_embeddings = ", cfg.max_position_embeddings);
   buffer<T, Space> storage;
   tensor_view<T, 2, Space> embeds;

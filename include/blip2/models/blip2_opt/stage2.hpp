@@ -13,7 +13,8 @@
 // for t in [0, T) (what stage2_step writes); the loss reads the rows one position earlier.
 // Backward: gradients of query_tokens, the Q-Former and the projection are ADDED to their arenas (zero
 // them first: model.zero_grad(be)); the decoder's only when it was made with gradients (a frozen decoder
-// computes none). Dropout: none (run_options.training adds the configs' dropout to Q-Former and decoder).
+// computes none). Dropout: none in the Q-Former or the decoder (LAVIS keeps both at 0.1 while training;
+// there is no switch for it here yet).
 // Errors name the caller's (b, t): shape_error for labels, attention_mask or image_embeds of another
 // batch; value_error for an id outside [0, V), a label outside [0, V) that is not -100, a mask value other
 // than 0/1, and (from opt_forward) Q + T positions past max_position_embeddings.
@@ -67,6 +68,7 @@ void soft_prompt_backward(Be& be, blip2_opt_model<T, Space>& m, soft_prompt_stat
 template <class T, memory_space Space = host_space>
 struct stage2_state {
   index_t B = 0, Q = 0, T_text = 0, L = 0;
+  bool ready = false;  // a forward completed: backward may run (a forward that threw leaves it false)
   soft_prompt_state<T, Space> prompt;
   layer_kv_caches<T, Space> cache;
   opt_pass_state<T, Space> llm;
@@ -102,6 +104,7 @@ T stage2_forward(Be& be, const blip2_opt_model<T, Space>& m, stage2_state<T, Spa
   const auto image = detail::as_const(detail::arg_view<Be, 3>(image_embeds));  // (B, N, E)
   BLIP2_CHECK(image.extent(0) == B, shape_error, op, ": image_embeds has shape ", shape_string(image), " but input_ids has ",
               B, " rows: one image per text (", image.extent(0), " images for ", B, " texts)");
+  st.ready = false;
   st.B = B, st.Q = Q, st.T_text = Tn, st.L = L;
   st.text_ids.host.resize(static_cast<std::size_t>(Tn * B));
   st.targets.host.resize(static_cast<std::size_t>(Tn * B));
@@ -145,12 +148,14 @@ T stage2_forward(Be& be, const blip2_opt_model<T, Space>& m, stage2_state<T, Spa
                         detail::as_const(row_range(st.logits_all, 0, Tn * B)), st.targets.view());
   T loss{};
   copy_to_host(be, tensor_view<T, 1>(&loss, {1}), detail::as_const(st.loss));
+  st.ready = true;
   return loss;
 }
 
 // Gradients of the last stage2_forward's loss (d loss = 1), added into the model's gradient arenas.
 template <backend Be, class T, memory_space Space>
 void stage2_backward(Be& be, blip2_opt_model<T, Space>& m, stage2_state<T, Space>& st) {
+  BLIP2_CHECK(st.ready, value_error, "stage2_backward: no completed stage2_forward to differentiate");
   const index_t B = st.B, Q = st.Q, Tn = st.T_text, L = st.L;
   fill(be, st.dloss, T(1));
   cross_entropy_backward(be, row_range(st.dlogits, 0, Tn * B), detail::as_const(st.dloss),

@@ -40,9 +40,9 @@ struct opt_config {
 // format_error naming `source` for a configuration no decoder can be built from.
 inline void check_opt_config(const opt_config& c, std::string_view source = "<config>") {
   auto fail = [&](auto&&... parts) { detail::raise<format_error>("OPT config '", source, "': ", parts...); };
-  if (c.vocab_size < 1 || c.hidden_size < 1 || c.num_hidden_layers < 0 || c.num_attention_heads < 1 ||
+  if (c.vocab_size < 1 || c.hidden_size < 1 || c.num_hidden_layers < 1 || c.num_attention_heads < 1 ||
       c.ffn_dim < 1 || c.max_position_embeddings < 1 || c.word_embed_proj_dim < 1)
-    fail("every size must be positive (vocab_size ", c.vocab_size, ", hidden_size ", c.hidden_size,
+    fail("every size, the layers included, must be positive (vocab_size ", c.vocab_size, ", hidden_size ", c.hidden_size,
          ", num_hidden_layers ", c.num_hidden_layers, ", num_attention_heads ", c.num_attention_heads, ", ffn_dim ",
          c.ffn_dim, ", max_position_embeddings ", c.max_position_embeddings, ", word_embed_proj_dim ",
          c.word_embed_proj_dim, ")");

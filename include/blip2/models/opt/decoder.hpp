@@ -224,8 +224,8 @@ void opt_backward(Be& be, opt_model<T, Space>& m, opt_pass_state<T, Space>& st, 
   const index_t NL = cfg.num_hidden_layers, LB = st.L * st.B, Dw = cfg.word_embed_proj_dim;
   detail::check_shape(op, "dout", dout, {LB, Dw});
   detail::check_shape(op, "dembeds", dembeds, {LB, Dw});
-  BLIP2_CHECK(!m.bfloat16_only(), value_error, op, ": the decoder keeps only bfloat16 copies of its matrices ",
-              "(store_bfloat16(false)): backward needs the float weights");
+  BLIP2_CHECK(!m.has_bfloat16(), value_error, op, ": the forward read the bfloat16 copies of the decoder's matrices ",
+              "(store_bfloat16): backward needs the float weights the forward used");
   BLIP2_CHECK(cache.length() == st.P + st.L, value_error, op, ": the cache holds ", cache.length(),
               " positions, but the pass ended at ", st.P + st.L, " (run backward right after the forward)");
   auto last_in = [&]() -> tensor_view<const T, 2, Space> {

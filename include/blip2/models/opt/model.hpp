@@ -59,6 +59,9 @@ class opt_model {
   // keep_float32 the float views of those matrices are dropped (their memory stays with its owner: an
   // owned arena, or the mapped file's pages, which are then never touched again); backward then refuses.
   void store_bfloat16(bool keep_float32 = true) requires(Space::host_accessible) {
+    BLIP2_CHECK(!trainable(), value_error, "opt_model::store_bfloat16: a trainable decoder would train its float "
+                "weights while the forward read the bfloat16 copies; make the copies of a frozen one");
+    BLIP2_CHECK(!has_bfloat16(), value_error, "opt_model::store_bfloat16: the copies exist already");
     std::vector<linear_weights<T, Space>*> mats;
     for (auto& l : w.layers)
       for (auto* lw : {&l.self.query, &l.self.key, &l.self.value, &l.self.dense, &l.ffn.intermediate, &l.ffn.output})
@@ -86,7 +89,8 @@ class opt_model {
     w.lm_head_bf16 = convert(w.lm_head);
     bf16_only_ = !keep_float32;
   }
-  // Whether the float copies of the decode matrices were dropped (forward only).
+  // Whether the forward reads bfloat16 copies (store_bfloat16), and whether the float ones were dropped.
+  bool has_bfloat16() const { return !bf16_.empty(); }
   bool bfloat16_only() const { return bf16_only_; }
 
   // The gradients the decoder's backward adds into: null when frozen (no parameter gradient is computed).

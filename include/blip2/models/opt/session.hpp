@@ -40,6 +40,10 @@ class opt_session {
     BLIP2_CHECK(R > 0 && L > 0, shape_error, "opt_session::start: the mask has shape ", shape_string(mask),
                 "; at least one sequence and one position are needed");
     BLIP2_CHECK(max_new_tokens >= 0, value_error, "opt_session::start: max_new_tokens = ", max_new_tokens);
+    for (index_t b = 0; b < R; ++b)
+      BLIP2_CHECK(mask(b, L - 1) == 1, value_error, "opt_session::start: sequence ", b, " ends with padding ",
+                  "(mask(", b, ", ", L - 1, ") = ", mask(b, L - 1), "): generation continues from the last position, "
+                  "so pad prompts on the left");
     capacity_ = L + max_new_tokens;
     rows_ = R;
     cur_ = 0;
