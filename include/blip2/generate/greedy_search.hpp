@@ -52,15 +52,7 @@ std::vector<generated_sequence> greedy_search(M& model, const generation_options
       std::size_t best = 0;  // the first maximum
       for (std::size_t v = 1; v < row.size(); ++v)
         if (row[v] > row[best]) best = v;
-      const auto token = static_cast<std::int32_t>(best);
-      seq.score += log_probability(row, token);
-      if (token == eos) {
-        seq.ended_with_eos = true;
-        --unfinished;
-      } else {
-        seq.ids.push_back(token);
-      }
-      next[static_cast<std::size_t>(b)] = token;
+      next[static_cast<std::size_t>(b)] = detail::take_token(seq, row, static_cast<std::int32_t>(best), eos, unfinished);
     }
     if (unfinished == 0 || t + 1 == T) break;
     model.append(std::span<const std::int32_t>(next));

@@ -18,6 +18,7 @@
 #include <span>
 #include <vector>
 
+#include "blip2/generate/generated_sequence.hpp"
 #include "blip2/core/tensor_view.hpp"
 #include "blip2/generate/generation_options.hpp"
 
@@ -44,6 +45,23 @@ inline double log_probability(std::span<const double> s, std::int32_t token) {
   for (double x : s) total += std::exp(x - m);
   return (s[static_cast<std::size_t>(token)] - m) - std::log(total);
 }
+
+namespace detail {
+// One row's chosen token (greedy search, sampling): its log-probability under the row's processed scores
+// joins the score; the EOS ends the sequence (and is not kept), any other token is appended. Returns the
+// token to feed back.
+inline std::int32_t take_token(generated_sequence& seq, std::span<const double> row, std::int32_t token,
+                               std::int32_t eos, index_t& unfinished) {
+  seq.score += log_probability(row, token);
+  if (token == eos) {
+    seq.ended_with_eos = true;
+    --unfinished;
+  } else {
+    seq.ids.push_back(token);
+  }
+  return token;
+}
+}  // namespace detail
 
 // ---- processors ----
 

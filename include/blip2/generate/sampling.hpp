@@ -92,14 +92,7 @@ std::vector<generated_sequence> sample(M& model, const generation_options& optio
       processors.process(row, seq.ids);
       processors.warp(row);
       const std::int32_t token = draw_token(row, uniform_double(options.seed, sampling_counter(t, r)));
-      seq.score += log_probability(row, token);
-      if (token == eos) {
-        seq.ended_with_eos = true;
-        --unfinished;
-      } else {
-        seq.ids.push_back(token);
-      }
-      next[static_cast<std::size_t>(r)] = token;
+      next[static_cast<std::size_t>(r)] = detail::take_token(seq, row, token, eos, unfinished);
     }
     if (unfinished == 0 || t + 1 == T) break;
     if (t == 0 && n > 1) model.select(std::span<const index_t>(expand));
