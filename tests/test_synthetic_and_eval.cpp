@@ -1,18 +1,20 @@
 // test_synthetic_and_eval: the pieces around the stage-1 demo. The synthetic shapes world (determinism,
-// captions, the held-out split, the evaluation set with its distractors), the frozen patch encoder,
-// the retrieval metrics and BLIP-2's re-ranking protocol, the CSV log, the PNG plot and the progress
-// output.
+// captions, the held-out split, the evaluation set with its distractors), its language (the caption
+// grammar, caption scoring, questions and answers), the frozen patch encoder, the retrieval metrics and
+// BLIP-2's re-ranking protocol, the CSV log, the PNG plot and the progress output.
 #include <doctest/doctest.h>
 
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -28,6 +30,7 @@
 // The demo's support (examples/support/, on this test's include path): not the library.
 #include "support/frozen_patch_encoder.hpp"
 #include "support/plot_png.hpp"
+#include "support/scene_language.hpp"
 #include "support/synthetic_shapes.hpp"
 
 using namespace blip2;
@@ -293,6 +296,295 @@ TEST_CASE("synthetic: the evaluation set has 1000 held-out pairs with unique cap
   CHECK(std::equal(one.storage().begin(), one.storage().end(), im.storage().begin() + 17 * 32 * 32 * 3));
   std::vector<std::int64_t> row(ids.storage().begin() + 17 * 12, ids.storage().begin() + 18 * 12);
   CHECK(row == ids_of(w, e.scenes[17], e.mentions[17]));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The world's language (scene_language.hpp): the caption grammar, caption scoring, questions
+// ---------------------------------------------------------------------------------------------------
+namespace {
+// Splits on single spaces (the test's own splitter, independent of the header's).
+std::vector<std::string> words_of(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+template <std::size_t N>
+int index_in(const std::array<std::string_view, N>& names, const std::string& w) {
+  const auto it = std::find(names.begin(), names.end(), w);
+  return it == names.end() ? -1 : static_cast<int>(it - names.begin());
+}
+// Whether object k (0 = first = left/top, 1 = second) of s fits a referring expression: each word of the
+// expression constrains one attribute ("shape" constrains nothing) or the place. An unknown word fits nothing.
+bool fits(const sy::scene& s, int k, const std::string& ref) {
+  const sy::object& o = k == 0 ? s.first : s.second;
+  const bool hz = s.arrangement == sy::layout::horizontal;
+  for (const std::string& w : words_of(ref)) {
+    if (const int i = index_in(sy::shape_names, w); i >= 0) {
+      if (o.shape != i) return false;
+    } else if (const int c = index_in(sy::colour_names, w); c >= 0) {
+      if (o.colour != c) return false;
+    } else if (const int z = index_in(sy::size_names, w); z >= 0) {
+      if (o.size != z) return false;
+    } else if (w == "left" || w == "right") {
+      if (!hz || (w == "right") != (k == 1)) return false;
+    } else if (w == "top" || w == "bottom") {
+      if (hz || (w == "bottom") != (k == 1)) return false;
+    } else if (w != "shape") {
+      return false;
+    }
+  }
+  return true;
+}
+// The expression's words of one kind: which attributes (or the place) it names.
+bool names_kind(const std::string& ref, const std::string& kind) {
+  for (const std::string& w : words_of(ref)) {
+    if (kind == "shape" && index_in(sy::shape_names, w) >= 0) return true;
+    if (kind == "colour" && index_in(sy::colour_names, w) >= 0) return true;
+    if (kind == "size" && index_in(sy::size_names, w) >= 0) return true;
+    if (kind == "position" && (w == "left" || w == "right" || w == "top" || w == "bottom")) return true;
+  }
+  return false;
+}
+std::string answer_for(const sy::scene& s, int k, const std::string& type) {
+  const sy::object& o = k == 0 ? s.first : s.second;
+  if (type == "colour") return std::string(sy::colour_names[static_cast<std::size_t>(o.colour)]);
+  if (type == "shape") return std::string(sy::shape_names[static_cast<std::size_t>(o.shape)]);
+  if (type == "size") return std::string(sy::size_names[static_cast<std::size_t>(o.size)]);
+  if (s.arrangement == sy::layout::horizontal) return k == 0 ? "left" : "right";
+  return k == 0 ? "above" : "below";
+}
+std::vector<sy::scene> all_scenes(const sy::shapes_world& w) {
+  std::vector<sy::scene> all(w.train_scenes().begin(), w.train_scenes().end());
+  all.insert(all.end(), w.held_out_scenes().begin(), w.held_out_scenes().end());
+  return all;
+}
+// score_caption(w, truth, predicted) against the expected fields (the caption shown on a failure).
+void check_score(const sy::shapes_world& w, const sy::scene& truth, const std::string& predicted, bool grammatical,
+                 bool exact, int shape, int colour, int size, int relation) {
+  CAPTURE(predicted);
+  const sy::caption_score got = sy::score_caption(w, truth, predicted);
+  CHECK(got.grammatical == grammatical);
+  CHECK(got.exact == exact);
+  CHECK(got.shape == shape);
+  CHECK(got.colour == colour);
+  CHECK(got.size == size);
+  CHECK(got.relation == relation);
+}
+}  // namespace
+
+TEST_CASE("scene_language: every caption of every scene parses back to its scene") {
+  const sy::shapes_world w;
+  const auto all = all_scenes(w);
+  REQUIRE(all.size() == 4512u);
+  std::int64_t round_trips = 0;
+  for (const sy::scene& s : all) {
+    const auto caps = sy::valid_captions(w, s);
+    REQUIRE(caps.size() == 2u);
+    CHECK(caps[0] == w.caption_text(s, sy::mention::first_first));
+    CHECK(caps[1] == w.caption_text(s, sy::mention::second_first));
+    CHECK(caps[0] != caps[1]);
+    for (const std::string& c : caps) {
+      const auto p = sy::parse_caption(w, c);
+      REQUIRE(p.has_value());
+      round_trips += *p == s;
+    }
+  }
+  CHECK(round_trips == 2 * 4512);
+  // Surrounding ASCII whitespace is ignored.
+  const auto p = sy::parse_caption(w, " \t a small red circle above a large blue square\r\n ");
+  REQUIRE(p.has_value());
+  CHECK(*p == sy::scene{sy::layout::vertical, {sy::circle, sy::red, 0}, {sy::square, sy::blue, 1}});
+  // "right of" and "below" name the second object first.
+  CHECK(sy::parse_caption(w, "a large blue square right of a small red circle") == red_circle_left_of_blue_square);
+  CHECK(sy::parse_caption(w, "a large blue square below a small red circle") ==
+        sy::scene{sy::layout::vertical, {sy::circle, sy::red, 0}, {sy::square, sy::blue, 1}});
+  // valid_captions refuses a scene the world cannot hold.
+  CHECK_THROWS_AS(sy::valid_captions(w, {sy::layout::horizontal, {0, 0, 0}, {0, 0, 0}}), value_error);
+  CHECK_THROWS_AS(sy::valid_captions(w, {sy::layout::horizontal, {0, sy::white, 0}, {0, 0, 0}}), value_error);
+}
+
+TEST_CASE("scene_language: parse_caption rejects everything caption_text cannot write for the config") {
+  const sy::shapes_world w;  // 4 shapes, 6 colours: no diamond, no orange or white
+  const std::vector<std::string> bad{
+      "",
+      "   ",
+      "a small white circle left of a large blue square",      // colour 7 >= num_colours
+      "a small red circle left of a large orange square",      // colour 6 >= num_colours
+      "a small red diamond left of a large blue square",       // shape 4 >= num_shapes
+      "a small red circle left of a small red circle",         // two identical objects
+      "a small red circle above a small red circle",           // identical, vertical
+      "a small red circle left of a large blue square.",       // punctuation
+      "a small red circle, left of a large blue square",       // punctuation inside
+      "a small red circle left a large blue square",           // "left" without "of"
+      "a small red circle right a large blue square",          // "right" without "of"
+      "a small red circle above of a large blue square",       // "above" with "of"
+      "a small red circle left of a large blue",               // missing word
+      "small red circle left of a large blue square",          // missing article
+      "a small red circle left of a large blue square please", // extra word
+      "a small red circle left of a large blue square left of a small green cross",
+      "a small red circle left of  a large blue square",       // two spaces
+      "a small red circle\tleft of a large blue square",       // a tab between words
+      "A small red circle left of a large blue square",        // capital
+      "a red small circle left of a large blue square",        // attribute order
+      "a medium red circle left of a large blue square",       // unknown size
+      "a small red circle near a large blue square",           // unknown relation
+      "a small red circle left of a large blue square [SEP]",  // special token
+      "the small red circle above a large blue square",
+      "a small red circle",
+      "left of",
+  };
+  for (const std::string& t : bad) {
+    CAPTURE(t);
+    CHECK_FALSE(sy::parse_caption(w, t).has_value());
+  }
+  // The same words are captions of a world that has them.
+  sy::shapes_config cfg;
+  cfg.num_shapes = 5;
+  cfg.num_colours = 8;
+  const sy::shapes_world big(cfg);
+  const auto p = sy::parse_caption(big, "a small white diamond left of a large orange square");
+  REQUIRE(p.has_value());
+  CHECK(*p == sy::scene{sy::layout::horizontal, {sy::diamond, sy::white, 0}, {sy::square, sy::orange, 1}});
+}
+
+TEST_CASE("scene_language: score_caption and caption_tally, worked by hand") {
+  const sy::shapes_world w;
+  const sy::scene& t = red_circle_left_of_blue_square;  // small red circle (left), large blue square (right)
+  // The other mention of the truth: exact, everything right.
+  const std::string other = "a large blue square right of a small red circle";
+  check_score(w, t, other, true, true, 2, 2, 2, 1);
+  // One colour wrong: the first object's colour. Its first object still shares shape and size (2) with
+  // the truth's first against nothing (0) with the truth's second: relation right.
+  const std::string green = "a small green circle left of a large blue square";
+  check_score(w, t, green, true, false, 2, 1, 2, 1);
+  // The objects exchanged: every slot wrong; the predicted first object is the truth's second (3 shared
+  // against 0): relation wrong.
+  const std::string exchanged = "a large blue square left of a small red circle";
+  check_score(w, t, exchanged, true, false, 0, 0, 0, 0);
+  // The wrong layout: attributes right, relation wrong.
+  const std::string vertical = "a small red circle above a large blue square";
+  check_score(w, t, vertical, true, false, 2, 2, 2, 0);
+  // Ungrammatical (a trailing full stop): zero on everything, even though every word is right.
+  const std::string stop = "a small red circle left of a large blue square.";
+  check_score(w, t, stop, false, false, 0, 0, 0, 0);
+  // A tie: the predicted first object (large red triangle) shares red with the truth's first and large
+  // with its second: 1 against 1, so the same layout decides: relation right. Only the first red matches.
+  check_score(w, t, "a large red triangle left of a small green cross", true, false, 0, 1, 0, 1);
+  // Shapes and colours exchanged, sizes kept: sizes right; the predicted first object (small blue
+  // square) is closer to the truth's second (blue, square: 2) than to its first (small: 1): relation wrong.
+  check_score(w, t, "a small blue square left of a large red circle", true, false, 0, 0, 2, 0);
+  // A truth scene the world cannot hold is refused.
+  CHECK_THROWS_AS(sy::score_caption(w, {sy::layout::horizontal, t.first, t.first}, other), value_error);
+
+  sy::caption_tally tally(w);
+  CHECK(tally.count() == 0);
+  CHECK(tally.exact() == 0.0);
+  CHECK(tally.attribute_accuracy() == 0.0);
+  for (const std::string& c : {other, green, exchanged, vertical, stop}) tally.add(t, c);
+  // Sums over the five: exact 1, ungrammatical 1, shape 2+2+0+2+0 = 6 of 10, colour 2+1+0+2+0 = 5 of 10,
+  // size 6 of 10, relation 1+1+0+0+0 = 2 of 5, all slots (6+5+6+2) = 19 of 35.
+  CHECK(tally.count() == 5);
+  CHECK(tally.exact() == doctest::Approx(0.2));
+  CHECK(tally.ungrammatical_rate() == doctest::Approx(0.2));
+  CHECK(tally.shape() == doctest::Approx(0.6));
+  CHECK(tally.colour() == doctest::Approx(0.5));
+  CHECK(tally.size() == doctest::Approx(0.6));
+  CHECK(tally.relation() == doctest::Approx(0.4));
+  CHECK(tally.attribute_accuracy() == doctest::Approx(19.0 / 35.0));
+}
+
+TEST_CASE("scene_language: every question refers to exactly one object and has its attribute as answer") {
+  const sy::shapes_world w;
+  const std::array<std::string, 4> types{"colour", "shape", "size", "position"};
+  const std::array<std::string, 4> openings{"what colour is the ", "what shape is the ", "what size is the ",
+                                            "where is the "};
+  std::int64_t checked = 0, by_place = 0;
+  for (const sy::scene& s : all_scenes(w)) {
+    const auto qs = sy::questions_about(w, s);
+    REQUIRE(qs.size() == 8u);
+    for (std::size_t i = 0; i < qs.size(); ++i) {
+      const auto& q = qs[i];
+      const int k = i < 4 ? 0 : 1;
+      const std::string& type = types[i % 4];
+      CAPTURE(q.text);
+      REQUIRE(q.type == type);
+      // The template: the opening, the expression, "?".
+      const std::string& open = openings[i % 4];
+      REQUIRE(q.text.size() > open.size() + 1);
+      REQUIRE(q.text.compare(0, open.size(), open) == 0);
+      REQUIRE(q.text.back() == '?');
+      const std::string ref = q.text.substr(open.size(), q.text.size() - open.size() - 1);
+      // It fits the asked object and not the other, and does not give the answer away.
+      CHECK(fits(s, k, ref));
+      CHECK_FALSE(fits(s, 1 - k, ref));
+      CHECK_FALSE(names_kind(ref, type));
+      by_place += names_kind(ref, "position");
+      CHECK(q.answer == answer_for(s, k, type));
+      checked += fits(s, k, ref) && !fits(s, 1 - k, ref) && !names_kind(ref, type) &&
+                 q.answer == answer_for(s, k, type);
+    }
+  }
+  CHECK(checked == 8 * 4512);
+  // Referring by place happens exactly when the objects differ only in the asked attribute: for each of
+  // the 3 attributes, 2 layouts x (ordered pairs differing only there) x 2 objects.
+  // colour: 4 shapes x 2 sizes x 6 x 5 = 240 pairs; shape: 6 colours x 2 sizes x 4 x 3 = 144; size: 4 x 6 x 2 = 48.
+  CHECK(by_place == 2 * (240 + 144 + 48) * 2);
+  CHECK(sy::vqa_prompt("what colour is the circle?") == "Question: what colour is the circle? Short answer:");
+  CHECK_THROWS_AS(sy::questions_about(w, {sy::layout::vertical, {sy::diamond, 0, 0}, {0, 0, 0}}), value_error);
+}
+
+TEST_CASE("scene_language: three scenes' questions, written out by hand") {
+  const sy::shapes_world w;
+  using Q = std::vector<std::array<std::string, 3>>;  // type, text, answer
+  auto as_rows = [](const std::vector<sy::scene_question>& qs) {
+    Q rows;
+    for (const auto& q : qs) rows.push_back({q.type, q.text, q.answer});
+    return rows;
+  };
+  // Different in everything: the shape alone picks an object out ("red shape" for shape questions).
+  CHECK(as_rows(sy::questions_about(w, red_circle_left_of_blue_square)) ==
+        Q{{"colour", "what colour is the circle?", "red"},
+          {"shape", "what shape is the red shape?", "circle"},
+          {"size", "what size is the circle?", "small"},
+          {"position", "where is the circle?", "left"},
+          {"colour", "what colour is the square?", "blue"},
+          {"shape", "what shape is the blue shape?", "square"},
+          {"size", "what size is the square?", "large"},
+          {"position", "where is the square?", "right"}});
+  // Vertical, different only in colour: colour questions refer by place ("top" / "bottom").
+  const sy::scene only_colour{sy::layout::vertical, {sy::triangle, sy::green, 1}, {sy::triangle, sy::yellow, 1}};
+  CHECK(as_rows(sy::questions_about(w, only_colour)) ==
+        Q{{"colour", "what colour is the top triangle?", "green"},
+          {"shape", "what shape is the green shape?", "triangle"},
+          {"size", "what size is the green triangle?", "large"},
+          {"position", "where is the green triangle?", "above"},
+          {"colour", "what colour is the bottom triangle?", "yellow"},
+          {"shape", "what shape is the yellow shape?", "triangle"},
+          {"size", "what size is the yellow triangle?", "large"},
+          {"position", "where is the yellow triangle?", "below"}});
+  // Horizontal, different only in shape: shape questions refer by place ("left shape").
+  const sy::scene only_shape{sy::layout::horizontal, {sy::square, sy::magenta, 0}, {sy::cross, sy::magenta, 0}};
+  CHECK(as_rows(sy::questions_about(w, only_shape)) ==
+        Q{{"colour", "what colour is the square?", "magenta"},
+          {"shape", "what shape is the left shape?", "square"},
+          {"size", "what size is the square?", "small"},
+          {"position", "where is the square?", "left"},
+          {"colour", "what colour is the cross?", "magenta"},
+          {"shape", "what shape is the right shape?", "cross"},
+          {"size", "what size is the cross?", "small"},
+          {"position", "where is the cross?", "right"}});
+  // Same shape, different colour and size: colour questions use the size ("large circle").
+  const sy::scene same_shape{sy::layout::horizontal, {sy::circle, sy::yellow, 1}, {sy::circle, sy::green, 0}};
+  CHECK(as_rows(sy::questions_about(w, same_shape)) ==
+        Q{{"colour", "what colour is the large circle?", "yellow"},
+          {"shape", "what shape is the yellow shape?", "circle"},
+          {"size", "what size is the yellow circle?", "large"},
+          {"position", "where is the yellow circle?", "left"},
+          {"colour", "what colour is the small circle?", "green"},
+          {"shape", "what shape is the green shape?", "circle"},
+          {"size", "what size is the green circle?", "small"},
+          {"position", "where is the green circle?", "right"}});
 }
 
 // ---------------------------------------------------------------------------------------------------
