@@ -114,6 +114,7 @@
 #include "blip2/io/opt_checkpoint.hpp"
 #include "blip2/io/blip2_opt_checkpoint.hpp"
 #include "blip2/io/save_blip2_opt.hpp"
+#include "blip2/io/stage2_checkpoint.hpp"
 #endif
 
 #if defined(BLIP2_HAS_IMAGE)

@@ -33,6 +33,11 @@
 // torch's Optimizer.load_state_dict does; change them after loading to override), and returns the step
 // and the RNG state. Saving and loading are exact, so a resumed run is bitwise identical to an
 // uninterrupted one (tests/test_training_checkpoint.cpp).
+//
+// The pieces (detail::): a trained arena's tensors and moments as entries (append_arena_entries), an
+// optimiser's metadata (add_optimizer_metadata), and checkpoint_reader, which checks a file's kind,
+// configuration strings, tensors, fingerprints and optimisers before read_arena writes anything. The
+// stage-2 checkpoint (io/stage2_checkpoint.hpp) is made of the same pieces.
 #pragma once
 #include <charconv>
 #include <cstdint>
@@ -74,11 +79,16 @@ inline std::string shortest_decimal(double x) {
   return std::string(buf, r.ptr);
 }
 
+// Appends "key=value;" to a configuration string.
+inline void add_key_value(std::string& s, std::string_view key, const std::string& value) {
+  s.append(key).append("=").append(value).append(";");
+}
+
 // "key=value;key=value;..." describing the architecture; every key listed, in a fixed order.
 inline std::string architecture_string(const qformer_model_config& cfg) {
   const auto& q = cfg.qformer;
   std::string s;
-  auto add = [&](const char* k, const std::string& v) { s += std::string(k) + "=" + v + ";"; };
+  auto add = [&](const char* k, const std::string& v) { add_key_value(s, k, v); };
   add("vocab_size", std::to_string(q.vocab_size));
   add("hidden_size", std::to_string(q.hidden_size));
   add("num_hidden_layers", std::to_string(q.num_hidden_layers));
@@ -111,6 +121,8 @@ inline std::vector<std::pair<std::string, std::string>> split_key_values(std::st
   return out;
 }
 
+inline constexpr std::uint64_t fnv1a_basis = 0xcbf29ce484222325ull;
+
 inline std::uint64_t fnv1a(std::uint64_t h, std::string_view s) {
   for (unsigned char c : s) {
     h ^= c;
@@ -119,37 +131,66 @@ inline std::uint64_t fnv1a(std::uint64_t h, std::string_view s) {
   return h;
 }
 
+// 16 lower-case hex digits.
+inline std::string hex64(std::uint64_t h) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string s(16, '0');
+  for (int i = 15; i >= 0; --i, h >>= 4) s[static_cast<std::size_t>(i)] = hex[h & 15u];
+  return s;
+}
+
 template <class T>
 constexpr std::string_view dtype_label() {
   return std::is_same_v<T, float> ? "F32" : "F64";
 }
 
-// Name and shape of every parameter of cfg, in arena order.
-inline std::vector<std::pair<std::string, std::vector<index_t>>> parameter_shapes(const qformer_model_config& cfg) {
+// One tensor of a flat arena (parameters, or an optimiser moment laid out like them) as a checkpoint
+// stores it: its name, its shape, and where its elements start in the arena.
+struct arena_tensor {
+  std::string name;
+  std::vector<index_t> shape;
+  index_t offset = 0;
+  index_t size = 0;
+};
+using arena_layout = std::vector<arena_tensor>;
+
+// Every parameter of a Q-Former of cfg, in arena order (bind_weights' layout).
+inline arena_layout qformer_layout(const qformer_model_config& cfg) {
   qformer_weights<float> w;
   shape_weights(cfg, w);
-  std::vector<std::pair<std::string, std::vector<index_t>>> out;
+  arena_layout out;
+  index_t offset = 0;
   for_each_parameter(cfg, w, [&](const std::string& name, auto& v) {
-    out.emplace_back(name, std::vector<index_t>(v.extents().begin(), v.extents().end()));
+    out.push_back({name, std::vector<index_t>(v.extents().begin(), v.extents().end()), offset, v.size()});
+    offset += v.size();
   });
   return out;
 }
 
-template <class T>
-std::string model_fingerprint(const qformer_model_config& cfg) {
-  std::uint64_t h = 0xcbf29ce484222325ull;
-  h = fnv1a(h, architecture_string(cfg));
+inline index_t layout_size(const arena_layout& layout) {
+  return layout.empty() ? 0 : layout.back().offset + layout.back().size;
+}
+
+// FNV-1a 64 of a configuration string, the dtype and every tensor's name and shape.
+template <class T, class... Layouts>
+std::string checkpoint_fingerprint(std::string_view config, const Layouts&... layouts) {
+  std::uint64_t h = fnv1a(fnv1a_basis, config);
   h = fnv1a(h, "|");
   h = fnv1a(h, dtype_label<T>());
-  for (const auto& [name, shape] : parameter_shapes(cfg)) {
-    h = fnv1a(h, "|");
-    h = fnv1a(h, name);
-    h = fnv1a(h, vector_shape_string(shape));
-  }
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string s(16, '0');
-  for (int i = 15; i >= 0; --i, h >>= 4) s[static_cast<std::size_t>(i)] = hex[h & 15u];
-  return s;
+  auto add = [&](const arena_layout& layout) {
+    for (const auto& t : layout) {
+      h = fnv1a(h, "|");
+      h = fnv1a(h, t.name);
+      h = fnv1a(h, vector_shape_string(t.shape));
+    }
+  };
+  (add(layouts), ...);
+  return hex64(h);
+}
+
+template <class T>
+std::string model_fingerprint(const qformer_model_config& cfg) {
+  return checkpoint_fingerprint<T>(architecture_string(cfg), qformer_layout(cfg));
 }
 
 inline std::string no_decay_names(const std::vector<param_segment>& segs) {
@@ -159,138 +200,159 @@ inline std::string no_decay_names(const std::vector<param_segment>& segs) {
   return s;
 }
 
-}  // namespace detail
+// The prefixes a trained arena's tensors are stored under: the parameters, AdamW's two moments.
+inline constexpr std::string_view moment_prefixes[] = {"optimizer.exp_avg.", "optimizer.exp_avg_sq."};
 
-// Writes model, optimiser state, step and RNG state to `path` atomically. Throws value_error when the
-// optimiser's size differs from the model's parameter count, format_error when writing fails.
+// Entries borrowing a trained arena: its parameters under their names, then the optimiser's moments.
 template <class T>
-void save_training_checkpoint(const std::filesystem::path& path, const qformer_model<T>& model, const adamw<T>& optimizer,
-                              std::int64_t step, rng_state rng) {
-  const auto& cfg = model.config();
-  const index_t n = parameter_count<T>(cfg);
-  BLIP2_CHECK(optimizer.size() == n, value_error, "save_training_checkpoint '", path.string(), "': the optimiser has ",
-              optimizer.size(), " elements but the model has ", n, " parameters");
-  std::vector<safetensors_entry> entries;
-  // for_each_parameter visits mutable views; nothing is written through them here.
-  auto& w = const_cast<qformer_weights<T>&>(model.w);
-  for_each_parameter(cfg, w, [&](const std::string& name, auto& v) { entries.push_back(safetensors_entry::of(name, v)); });
-  auto add_state = [&](const std::string& prefix, std::span<const T> state) {
-    auto views = bind_weights<const T>(cfg, state.data());
-    for_each_parameter(cfg, views, [&](const std::string& name, auto& v) {
-      entries.push_back(safetensors_entry::of(prefix + name, v));
-    });
+void append_arena_entries(std::vector<safetensors_entry>& out, const arena_layout& layout, const T* params,
+                          const adamw<T>& optimizer) {
+  auto add = [&](std::string_view prefix, const T* base) {
+    for (const auto& t : layout)
+      out.emplace_back(std::string(prefix) + t.name, dtype_of<T>(), t.shape,
+                       std::span<const std::byte>(reinterpret_cast<const std::byte*>(base + t.offset),
+                                                  static_cast<std::size_t>(t.size) * sizeof(T)));
   };
-  add_state("optimizer.exp_avg.", optimizer.exp_avg());
-  add_state("optimizer.exp_avg_sq.", optimizer.exp_avg_sq());
+  add("", params);
+  add(moment_prefixes[0], optimizer.exp_avg().data());
+  add(moment_prefixes[1], optimizer.exp_avg_sq().data());
+}
+
+// An AdamW's state in the metadata, under `key` ("adamw") and key.step, .beta1, .beta2, .eps,
+// .weight_decay, .no_decay.
+template <class T>
+void add_optimizer_metadata(safetensors_metadata& meta, const std::string& key, const adamw<T>& optimizer) {
   const auto& o = optimizer.options();
-  const safetensors_metadata meta{
+  meta[key] = "adamw";
+  meta[key + ".step"] = std::to_string(optimizer.step_count());
+  meta[key + ".beta1"] = shortest_decimal(o.beta1);
+  meta[key + ".beta2"] = shortest_decimal(o.beta2);
+  meta[key + ".eps"] = shortest_decimal(o.eps);
+  meta[key + ".weight_decay"] = shortest_decimal(o.weight_decay);
+  meta[key + ".no_decay"] = no_decay_names(optimizer.segments());
+}
+
+// The metadata every checkpoint starts with: format, kind, version, step, RNG state, dtype.
+template <class T>
+safetensors_metadata checkpoint_header(std::string_view kind, std::string_view version, std::int64_t step, rng_state rng) {
+  return {
       {"format", "pt"},
-      {"blip2.kind", std::string(training_checkpoint_kind)},
-      {"blip2.version", std::string(training_checkpoint_version)},
+      {"blip2.kind", std::string(kind)},
+      {"blip2.version", std::string(version)},
       {"blip2.step", std::to_string(step)},
       {"blip2.rng.seed", std::to_string(rng.seed)},
       {"blip2.rng.counter", std::to_string(rng.counter)},
-      {"blip2.dtype", std::string(detail::dtype_label<T>())},
-      {"blip2.config", detail::architecture_string(cfg)},
-      {"blip2.fingerprint", detail::model_fingerprint<T>(cfg)},
-      {"blip2.optimizer", "adamw"},
-      {"blip2.optimizer.step", std::to_string(optimizer.step_count())},
-      {"blip2.optimizer.beta1", detail::shortest_decimal(o.beta1)},
-      {"blip2.optimizer.beta2", detail::shortest_decimal(o.beta2)},
-      {"blip2.optimizer.eps", detail::shortest_decimal(o.eps)},
-      {"blip2.optimizer.weight_decay", detail::shortest_decimal(o.weight_decay)},
-      {"blip2.optimizer.no_decay", detail::no_decay_names(optimizer.segments())},
+      {"blip2.dtype", std::string(dtype_label<T>())},
   };
-  save_safetensors(path, entries, meta);
 }
 
-// Restores model and optimiser from `path` (made by save_training_checkpoint for the same architecture
-// and dtype) and returns the saved step and RNG state. Every check comes first (see the top of this file).
-template <class T>
-training_checkpoint_state load_training_checkpoint(const std::filesystem::path& path, qformer_model<T>& model,
-                                                   adamw<T>& optimizer) {
-  const safetensors_file file = safetensors_file::open(path);
-  const std::string& label = file.label();
-  const auto& meta = file.metadata();
-  auto get = [&](std::string_view key) -> const std::string& {
+// What the file says of one optimiser, read and checked.
+struct optimizer_record {
+  std::int64_t step = 0;
+  adamw_options options;
+};
+
+// Reads and checks a checkpoint before anything is written; every error names the file ("<what>
+// '<file>': ..."). Collects the tensors it checked so that check_no_other_tensors can refuse the rest.
+class checkpoint_reader {
+ public:
+  checkpoint_reader(const safetensors_file& file, std::string what) : file_(file), what_(std::move(what)) {}
+
+  const safetensors_file& file() const { return file_; }
+
+  template <class E = format_error, class... Parts>
+  [[noreturn]] void fail(Parts&&... parts) const {
+    raise<E>(what_, " '", file_.label(), "': ", std::forward<Parts>(parts)...);
+  }
+
+  const std::string& get(std::string_view key) const {
+    const auto& meta = file_.metadata();
     auto it = meta.find(key);
-    BLIP2_CHECK(it != meta.end(), format_error, "training checkpoint '", label, "': no __metadata__ entry '", key, "'",
-                key == "blip2.kind" ? " (not a blip2 training checkpoint)" : "");
+    if (it == meta.end())
+      fail("no __metadata__ entry '", key, "'", key == "blip2.kind" ? " (not a blip2 " + what_ + ")" : std::string());
     return it->second;
-  };
-  auto get_int = [&]<class I>(std::string_view key, I& out) {
+  }
+  template <class I>
+  I get_int(std::string_view key) const {
     const std::string& s = get(key);
+    I out{};
     const auto r = std::from_chars(s.data(), s.data() + s.size(), out);
-    BLIP2_CHECK(r.ec == std::errc() && r.ptr == s.data() + s.size(), format_error, "training checkpoint '", label,
-                "': __metadata__ '", key, "' = \"", s, "\" is not an integer in range");
-  };
-  auto get_double = [&](std::string_view key) {
+    if (r.ec != std::errc() || r.ptr != s.data() + s.size())
+      fail("__metadata__ '", key, "' = \"", s, "\" is not an integer in range");
+    return out;
+  }
+  double get_double(std::string_view key) const {
     const std::string& s = get(key);
     double out = 0;
     const auto r = std::from_chars(s.data(), s.data() + s.size(), out);
-    BLIP2_CHECK(r.ec == std::errc() && r.ptr == s.data() + s.size(), format_error, "training checkpoint '", label,
-                "': __metadata__ '", key, "' = \"", s, "\" is not a number");
+    if (r.ec != std::errc() || r.ptr != s.data() + s.size()) fail("__metadata__ '", key, "' = \"", s, "\" is not a number");
     return out;
-  };
+  }
 
-  // ---- what the file is ----
-  BLIP2_CHECK(get("blip2.kind") == training_checkpoint_kind, format_error, "training checkpoint '", label,
-              "': __metadata__ 'blip2.kind' is \"", get("blip2.kind"), "\", not \"", training_checkpoint_kind, "\"");
-  BLIP2_CHECK(get("blip2.version") == training_checkpoint_version, format_error, "training checkpoint '", label,
-              "': version \"", get("blip2.version"), "\" is not supported (this library reads version \"",
-              training_checkpoint_version, "\")");
-  BLIP2_CHECK(get("blip2.optimizer") == "adamw", format_error, "training checkpoint '", label, "': optimiser \"",
-              get("blip2.optimizer"), "\" is not adamw");
-  BLIP2_CHECK(get("blip2.dtype") == detail::dtype_label<T>(), format_error, "training checkpoint '", label,
-              "': saved from a model of dtype ", get("blip2.dtype"), " but this model is ", detail::dtype_label<T>());
+  // The file's kind, version and dtype.
+  template <class T>
+  void check_kind(std::string_view kind, std::string_view version) const {
+    if (get("blip2.kind") != kind)
+      fail("__metadata__ 'blip2.kind' is \"", get("blip2.kind"), "\", not \"", kind, "\"");
+    if (get("blip2.version") != version)
+      fail("version \"", get("blip2.version"), "\" is not supported (this library reads version \"", version, "\")");
+    if (get("blip2.dtype") != dtype_label<T>())
+      fail("saved from a model of dtype ", get("blip2.dtype"), " but this model is ", dtype_label<T>());
+  }
 
-  // ---- the architecture, key by key ----
-  const auto& cfg = model.config();
-  {
-    const auto want = detail::split_key_values(detail::architecture_string(cfg));
-    const auto have_list = detail::split_key_values(get("blip2.config"));
+  // A "key=value;..." entry compared key by key with the model's; every differing key is named with both
+  // values after `what_differs` (e.g. "saved from another configuration").
+  void check_key_values(std::string_view key, std::string_view model_value, std::string_view what_differs) const {
+    const auto have_list = split_key_values(get(key));
     const std::map<std::string, std::string> have(have_list.begin(), have_list.end());
     std::string diff;
-    for (const auto& [k, v] : want) {
+    for (const auto& [k, v] : split_key_values(model_value)) {
       auto it = have.find(k);
       const std::string fv = it == have.end() ? "(absent)" : it->second;
       if (fv != v) diff += (diff.empty() ? "" : ", ") + k + " is " + fv + " in the file but " + v + " in the model";
     }
-    BLIP2_CHECK(diff.empty(), format_error, "training checkpoint '", label,
-                "' was saved from another configuration: ", diff);
+    if (!diff.empty()) fail(what_differs, ": ", diff);
   }
 
-  // ---- every tensor: present, same shape and dtype; nothing else ----
-  const auto shapes = detail::parameter_shapes(cfg);
-  std::set<std::string, std::less<>> expected;
-  for (const char* prefix : {"", "optimizer.exp_avg.", "optimizer.exp_avg_sq."}) {
-    for (const auto& [name, shape] : shapes) {
-      const std::string full = prefix + name;
-      BLIP2_CHECK(file.contains(full), format_error, "training checkpoint '", label, "': missing tensor '", full,
-                  "' (expected shape ", detail::vector_shape_string(shape), ")");
-      const auto& info = file.info(full);
-      BLIP2_CHECK(info.shape == shape, shape_error, "training checkpoint '", label, "': tensor '", full, "' has shape ",
-                  detail::vector_shape_string(info.shape), " but the model's is ", detail::vector_shape_string(shape));
-      BLIP2_CHECK(dtype_name(info.dtype) == detail::dtype_label<T>(), format_error, "training checkpoint '", label,
-                  "': tensor '", full, "' has dtype ", dtype_name(info.dtype), " but the model's is ",
-                  detail::dtype_label<T>());
-      expected.insert(full);
-    }
+  void check_fingerprint(std::string_view key, const std::string& model_value) const {
+    if (get(key) != model_value)
+      fail("fingerprint ", get(key), " differs from the model's ", model_value, " (", key,
+           ") although the configuration and tensors match (was the file edited?)");
   }
-  for (const auto& t : file.tensors())
-    BLIP2_CHECK(expected.contains(t.name), format_error, "training checkpoint '", label, "': unexpected tensor '",
-                t.name, "' (the model has no parameter of that name)");
-  const std::string fp = detail::model_fingerprint<T>(cfg);
-  BLIP2_CHECK(get("blip2.fingerprint") == fp, format_error, "training checkpoint '", label, "': fingerprint ",
-              get("blip2.fingerprint"), " differs from the model's ", fp,
-              " although the configuration and tensors match (was the file edited?)");
 
-  // ---- the optimiser ----
-  BLIP2_CHECK(optimizer.size() == parameter_count<T>(cfg), value_error, "load_training_checkpoint '", label,
-              "': the optimiser has ", optimizer.size(), " elements but the model has ", parameter_count<T>(cfg),
-              " parameters");
-  {
-    const std::string& nd = get("blip2.optimizer.no_decay");
+  // Every tensor of a trained arena (parameters and both moments): present, of the layout's shape and of
+  // dtype T.
+  template <class T>
+  void check_arena_tensors(const arena_layout& layout) {
+    for (std::string_view prefix : {std::string_view(), moment_prefixes[0], moment_prefixes[1]})
+      for (const auto& t : layout) {
+        const std::string full = std::string(prefix) + t.name;
+        if (!file_.contains(full))
+          fail("missing tensor '", full, "' (expected shape ", vector_shape_string(t.shape), ")");
+        const auto& info = file_.info(full);
+        if (info.shape != t.shape)
+          fail<shape_error>("tensor '", full, "' has shape ", vector_shape_string(info.shape), " but the model's is ",
+                            vector_shape_string(t.shape));
+        if (dtype_name(info.dtype) != dtype_label<T>())
+          fail("tensor '", full, "' has dtype ", dtype_name(info.dtype), " but the model's is ", dtype_label<T>());
+        checked_.insert(full);
+      }
+  }
+  void check_no_other_tensors() const {
+    for (const auto& t : file_.tensors())
+      if (!checked_.contains(t.name))
+        fail("unexpected tensor '", t.name, "' (the model has no parameter of that name)");
+  }
+
+  // The optimiser stored under `key` (add_optimizer_metadata) against `optimizer`, which must have
+  // `size` elements and the same weight-decay mask (value_error otherwise).
+  template <class T>
+  optimizer_record check_optimizer(const std::string& key, const adamw<T>& optimizer, index_t size) const {
+    if (get(key) != "adamw") fail("optimiser \"", get(key), "\" (", key, ") is not adamw");
+    if (optimizer.size() != size)
+      fail<value_error>("the optimiser has ", optimizer.size(), " elements but the model has ", size, " parameters (",
+                        key, ")");
+    const std::string& nd = get(key + ".no_decay");
     std::set<std::string, std::less<>> file_no_decay;
     for (std::size_t pos = 0; pos < nd.size();) {
       const auto nl = nd.find('\n', pos);
@@ -302,42 +364,100 @@ training_checkpoint_state load_training_checkpoint(const std::filesystem::path& 
     for (const auto& seg : optimizer.segments()) {
       named.insert(seg.name);
       const bool file_decays = !file_no_decay.contains(seg.name);
-      BLIP2_CHECK(file_decays == seg.decay, value_error, "load_training_checkpoint '", label, "': parameter '", seg.name,
-                  "' is ", file_decays ? "" : "not ", "weight-decayed in the checkpoint but ", seg.decay ? "" : "not ",
-                  "in this optimiser");
+      if (file_decays != seg.decay)
+        fail<value_error>("parameter '", seg.name, "' is ", file_decays ? "" : "not ", "weight-decayed in the checkpoint but ",
+                          seg.decay ? "" : "not ", "in this optimiser");
     }
     for (const auto& name : file_no_decay)
-      BLIP2_CHECK(named.contains(name), value_error, "load_training_checkpoint '", label, "': parameter '", name,
-                  "' is not weight-decayed in the checkpoint but this optimiser has no segment of that name");
-  }
-  training_checkpoint_state st;
-  std::int64_t opt_step = 0;
-  get_int("blip2.step", st.step);
-  get_int("blip2.rng.seed", st.rng.seed);
-  get_int("blip2.rng.counter", st.rng.counter);
-  get_int("blip2.optimizer.step", opt_step);
-  BLIP2_CHECK(opt_step >= 0, format_error, "training checkpoint '", label, "': blip2.optimizer.step = ", opt_step,
-              " is negative");
-  adamw_options o;
-  o.beta1 = get_double("blip2.optimizer.beta1");
-  o.beta2 = get_double("blip2.optimizer.beta2");
-  o.eps = get_double("blip2.optimizer.eps");
-  o.weight_decay = get_double("blip2.optimizer.weight_decay");
-  try {
-    adamw<T>(0, o);  // validates the options without touching the optimiser
-  } catch (const value_error& e) {
-    detail::raise<format_error>("training checkpoint '", label, "': ", e.what());
+      if (!named.contains(name))
+        fail<value_error>("parameter '", name,
+                          "' is not weight-decayed in the checkpoint but this optimiser has no segment of that name");
+    optimizer_record r;
+    r.step = get_int<std::int64_t>(key + ".step");
+    if (r.step < 0) fail(key, ".step = ", r.step, " is negative");
+    r.options.beta1 = get_double(key + ".beta1");
+    r.options.beta2 = get_double(key + ".beta2");
+    r.options.eps = get_double(key + ".eps");
+    r.options.weight_decay = get_double(key + ".weight_decay");
+    try {
+      adamw<T>(0, r.options);  // validates the options without touching the optimiser
+    } catch (const value_error& e) {
+      fail(e.what());
+    }
+    return r;
   }
 
+  training_checkpoint_state step_and_rng() const {
+    training_checkpoint_state st;
+    st.step = get_int<std::int64_t>("blip2.step");
+    st.rng.seed = get_int<std::uint64_t>("blip2.rng.seed");
+    st.rng.counter = get_int<std::uint64_t>("blip2.rng.counter");
+    return st;
+  }
+
+  // After every check: the arena's parameters and moments, the optimiser's step count and options.
+  template <class T>
+  void read_arena(const arena_layout& layout, T* params, adamw<T>& optimizer, const optimizer_record& r) const {
+    auto read = [&](std::string_view prefix, T* base) {
+      for (const auto& t : layout) {
+        const std::string full = std::string(prefix) + t.name;
+        decode<T>(file_.info(full).dtype, file_.bytes(full).data(), base + t.offset, static_cast<std::size_t>(t.size));
+      }
+    };
+    read("", params);
+    read(moment_prefixes[0], optimizer.exp_avg().data());
+    read(moment_prefixes[1], optimizer.exp_avg_sq().data());
+    optimizer.set_step_count(r.step);
+    optimizer.set_options(r.options);
+  }
+
+ private:
+  const safetensors_file& file_;
+  std::string what_;
+  std::set<std::string, std::less<>> checked_;
+};
+
+}  // namespace detail
+
+// Writes model, optimiser state, step and RNG state to `path` atomically. Throws value_error when the
+// optimiser's size differs from the model's parameter count, format_error when writing fails.
+template <class T>
+void save_training_checkpoint(const std::filesystem::path& path, const qformer_model<T>& model, const adamw<T>& optimizer,
+                              std::int64_t step, rng_state rng) {
+  const auto& cfg = model.config();
+  const auto layout = detail::qformer_layout(cfg);
+  const index_t n = detail::layout_size(layout);
+  BLIP2_CHECK(optimizer.size() == n, value_error, "save_training_checkpoint '", path.string(), "': the optimiser has ",
+              optimizer.size(), " elements but the model has ", n, " parameters");
+  std::vector<safetensors_entry> entries;
+  // parameters() is the mutable arena; nothing is written through it here.
+  const T* params = const_cast<qformer_model<T>&>(model).parameters().data();
+  detail::append_arena_entries(entries, layout, params, optimizer);
+  auto meta = detail::checkpoint_header<T>(training_checkpoint_kind, training_checkpoint_version, step, rng);
+  meta["blip2.config"] = detail::architecture_string(cfg);
+  meta["blip2.fingerprint"] = detail::model_fingerprint<T>(cfg);
+  detail::add_optimizer_metadata(meta, "blip2.optimizer", optimizer);
+  save_safetensors(path, entries, meta);
+}
+
+// Restores model and optimiser from `path` (made by save_training_checkpoint for the same architecture
+// and dtype) and returns the saved step and RNG state. Every check comes first (see the top of this file).
+template <class T>
+training_checkpoint_state load_training_checkpoint(const std::filesystem::path& path, qformer_model<T>& model,
+                                                   adamw<T>& optimizer) {
+  const safetensors_file file = safetensors_file::open(path);
+  detail::checkpoint_reader in(file, "training checkpoint");
+  in.check_kind<T>(training_checkpoint_kind, training_checkpoint_version);
+  const auto& cfg = model.config();
+  in.check_key_values("blip2.config", detail::architecture_string(cfg), "saved from another configuration");
+  const auto layout = detail::qformer_layout(cfg);
+  in.check_arena_tensors<T>(layout);
+  in.check_no_other_tensors();
+  in.check_fingerprint("blip2.fingerprint", detail::model_fingerprint<T>(cfg));
+  const auto opt = in.check_optimizer("blip2.optimizer", optimizer, detail::layout_size(layout));
+  const training_checkpoint_state st = in.step_and_rng();
   // ---- everything checked: read ----
-  load_qformer_weights(model, file);
-  auto exp_avg = bind_weights<T>(cfg, optimizer.exp_avg().data());
-  auto exp_avg_sq = bind_weights<T>(cfg, optimizer.exp_avg_sq().data());
-  for_each_parameter(cfg, exp_avg, [&](const std::string& name, auto& v) { file.read_into("optimizer.exp_avg." + name, v); });
-  for_each_parameter(cfg, exp_avg_sq,
-                     [&](const std::string& name, auto& v) { file.read_into("optimizer.exp_avg_sq." + name, v); });
-  optimizer.set_step_count(opt_step);
-  optimizer.set_options(o);
+  in.read_arena(layout, model.parameters().data(), optimizer, opt);
   return st;
 }
 

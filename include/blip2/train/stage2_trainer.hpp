@@ -15,6 +15,10 @@
 //     image encoder here, as issue 13's list of trainable tensors has it.
 //   - accumulation: the loss of each micro-batch is a mean over its counted tokens; the step averages the
 //     micro-batches' gradients (equal weight each, as gradient accumulation over equal micro-batches does).
+//   - checkpoints: io/stage2_checkpoint.hpp saves the Q-Former, the projection and both optimisers (moments,
+//     step counts, hyper-parameters) with the step and RNG state, and records the frozen decoder's
+//     configuration instead of its weights; loading into a freshly loaded model and a new trainer resumes
+//     bitwise. The trainer's other member, its stage2_state, is workspace rebuilt by every step.
 #pragma once
 #include <cmath>
 #include <span>
@@ -76,6 +80,14 @@ class stage2_trainer {
     projection_.step(pp, std::span<const T>(gp), lr);
     return r;
   }
+
+  // The optimisers: the Q-Former's (its whole arena, query_tokens included, decay_groups) and the
+  // projection's (language_projection.weight decayed, .bias not). io/stage2_checkpoint.hpp saves and
+  // restores them through these.
+  const adamw<T>& qformer_optimizer() const { return qformer_; }
+  const adamw<T>& projection_optimizer() const { return projection_; }
+  adamw<T>& qformer_optimizer() { return qformer_; }
+  adamw<T>& projection_optimizer() { return projection_; }
 
  private:
   adamw<T> qformer_, projection_;
