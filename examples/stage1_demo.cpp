@@ -40,7 +40,6 @@
 //   - The frozen encoder: form + colour patch features of width 256 (frozen_patch_encoder.hpp); shapes
 //     drawn without position jitter (--jitter 0): with 1 px of jitter the same recipe generalised to the
 //     held-out combinations on some seeds only (ITC R@1 0.78 on seed 1, 0.53 on seed 2, shapes confused).
-#include <cmath>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -54,268 +53,66 @@
 #include <vector>
 
 #include "blip2/backend/onednn/onednn.hpp"
-#include "blip2/eval/rerank_scores.hpp"
-#include "blip2/eval/retrieval.hpp"
-#include "blip2/mining/blip2_sampler.hpp"
-#include "blip2/mining/hardest_sampler.hpp"
-#include "blip2/mining/uniform_sampler.hpp"
-#include "blip2/optim/adamw.hpp"
-#include "blip2/optim/clip_grad.hpp"
-#include "blip2/optim/schedule.hpp"
 #include "blip2/train/csv_log.hpp"
 #include "blip2/train/progress.hpp"
-#include "blip2/train/stage1_step.hpp"
 
-#include "support/frozen_patch_encoder.hpp"
+#include "support/demo_flags.hpp"
 #include "support/plot_png.hpp"
-#include "support/synthetic_shapes.hpp"
+#include "support/retrieval_check.hpp"
+#include "support/stage1_recipe.hpp"
 
 using namespace blip2;
 // The demo's synthetic world, encoder and plot (examples/support/, not the library).
 namespace synthetic = blip2::demo::synthetic;
-using blip2::demo::frozen_patch_encoder, blip2::demo::patch_encoder_config, blip2::demo::patch_features,
-    blip2::demo::patch_activation, blip2::demo::plot_options, blip2::demo::write_training_plot;
+using blip2::demo::stage1_recipe, blip2::demo::frozen_patch_encoder, blip2::demo::plot_options, blip2::demo::write_training_plot,
+    blip2::demo::flag_reader, blip2::demo::parse_stage1_flag, blip2::demo::finish_stage1_recipe, blip2::demo::world_config,
+    blip2::demo::encoder_config, blip2::demo::demo_qformer_config, blip2::demo::initialise_qformer, blip2::demo::train_stage1,
+    blip2::demo::stage1_step_report, blip2::demo::stage1_recipe_usage, blip2::demo::retrieval_check;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
 
 struct options {
-  stage1_loss_weights weights{1, 1, 1};
-  std::string objectives = "itc,itm,itg";
-  index_t steps = 3000, batch = 48, eval = 1000, rerank_k = 8;
+  stage1_recipe r;  // the training recipe (support/stage1_recipe.hpp)
+  index_t eval = 1000, rerank_k = 8;
   std::string out = "stage1_demo_out";
   std::uint64_t seed = 1;
   bool onednn = true;
   std::string linear;  // the oneDNN backend's linear inputs: f32 | bf16 (rounded, f32 sums); "": its default
-  // model
-  index_t hidden = 64, layers = 2, heads = 4, ffn = 128, queries = 4, proj = 64, cross_every = 1;
-  // temp is clamped to >= temp_min after every update. 0.001 is the floor of the [0.001, 0.5] clamp that
-  // ALBEF and BLIP apply to their learnable temperature; with no floor (--temp-min 0) the default run on an
-  // AVX-512 machine drove temp to 0 and stopped (README, "Known problem").
-  double temp = 0.07, temp_min = 0.001;
-  // optimiser
-  double lr = 2e-3, min_lr = 1e-5, wd = 0.05, clip = 1.0;
-  index_t warmup = 30;
-  // objectives
-  double itc_smoothing = 0.0, itg_smoothing = 0.1, itm_weight = 2, itg_weight = 3;
-  index_t itm_start = 0;          // ITM is off before this step
-  index_t itm_every = 2;          // ITM runs on every K-th step only (its joint pass over 3B pairs is the costliest part)
-  std::string sampler = "blip2";  // blip2 | uniform | hardest
-  index_t uniform_steps = 500;     // uniform ITM negatives before this step, then `sampler`
-  // data
-  double swap_pairs = 1.0, jitter = 0.0, noise = 0.0;
-  bool pixels = false;            // encoder on raw pixels instead of form + colour
-  double position_scale = 1.0;    // the encoder's position embedding scale
-  std::string activation = "gelu";  // the encoder's activation: none | relu | gelu | tanh
-  index_t patch = 8, enc_dim = 256;
-  bool global_token = false;
-  double init = 0.05, pos_init = 0.02, word_init = 0.02, query_init = 0.02;  // N(0, std) initialisation
 };
 
-constexpr const char* usage_text =
-    "usage: stage1_demo [--objectives itc|itc,itm|itc,itm,itg] [--steps N] [--batch B] [--eval N] [--rerank-k K]\n"
-    "                   [--out DIR] [--seed S] [--backend onednn|reference] [--linear f32|bf16]\n"
-    "  model:     [--hidden C] [--layers L] [--heads H] [--ffn F] [--queries Q] [--proj D] [--cross-every K]\n"
-    "             [--temp T] [--temp-min T] [--init STD] [--pos-init STD] [--word-init STD] [--query-init STD]\n"
-    "  optimiser: [--lr X] [--min-lr X] [--warmup N] [--wd X] [--clip X]\n"
-    "  losses:    [--itc-smoothing X] [--itg-smoothing X] [--itm-weight W] [--itg-weight W] [--itm-start STEP]\n"
-    "             [--itm-every K] [--sampler blip2|uniform|hardest] [--uniform-steps N]\n"
-    "  data:      [--swap-pairs P] [--jitter PX] [--noise X]\n"
-    "  encoder:   [--pixels] [--enc-dim E] [--patch P] [--activation none|relu|gelu|tanh] [--position-scale X]\n"
-    "             [--global-token]\n"
-    "Defaults: the recipe at the top of examples/stage1_demo.cpp.\n";
-
-[[noreturn]] void usage(const char* why) {
-  std::fprintf(stderr, "stage1_demo: %s\n%s", why, usage_text);
-  std::exit(2);
-}
+const std::string usage_text =
+    std::string("usage: stage1_demo [--eval N] [--rerank-k K] [--out DIR] [--seed S] [--backend onednn|reference]\n"
+                "                   [--linear f32|bf16] [recipe flags]\n") +
+    stage1_recipe_usage + "Defaults: the recipe at the top of examples/stage1_demo.cpp.\n";
 
 options parse(int argc, char** argv) {
   options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage(("missing value after " + a).c_str());
-      return argv[++i];
-    };
-    auto integer = [&](index_t& v) {
-      const std::string x = value();
-      std::size_t used = 0;
-      try { v = std::stoll(x, &used); } catch (const std::exception&) { used = 0; }
-      if (used == 0 || used != x.size()) usage((a + " wants an integer, not '" + x + "'").c_str());
-    };
-    auto real = [&](double& v) {
-      const std::string x = value();
-      std::size_t used = 0;
-      try { v = std::stod(x, &used); } catch (const std::exception&) { used = 0; }
-      if (used == 0 || used != x.size() || !std::isfinite(v)) usage((a + " wants a finite number, not '" + x + "'").c_str());
-    };
-    if (a == "--help" || a == "-h") {
-      std::fputs(usage_text, stdout);
-      std::exit(0);
-    } else if (a == "--objectives") {
-      o.objectives = value();
-      o.weights = {0, 0, 0};
-      for (std::string_view s : {"itc", "itm", "itg"})
-        if (o.objectives.find(s) != std::string::npos) (s == "itc" ? o.weights.itc : s == "itm" ? o.weights.itm : o.weights.itg) = 1;
-      if (o.weights.itc == 0) usage("--objectives must include itc (retrieval ranks by ITC)");
-    } else if (a == "--steps") integer(o.steps);
-    else if (a == "--batch") integer(o.batch);
-    else if (a == "--eval") integer(o.eval);
-    else if (a == "--rerank-k") integer(o.rerank_k);
-    else if (a == "--out") o.out = value();
-    else if (a == "--seed") {
+  flag_reader r(argc, argv, "stage1_demo", usage_text);
+  while (r.next()) {
+    if (r.is("--eval")) r.integer(o.eval);
+    else if (r.is("--rerank-k")) r.integer(o.rerank_k);
+    else if (r.is("--out")) o.out = r.value();
+    else if (r.is("--seed")) {
       index_t s = 0;
-      integer(s);
-      if (s < 0) usage("--seed must be >= 0");
+      r.integer(s);
+      if (s < 0) r.fail("--seed must be >= 0");
       o.seed = static_cast<std::uint64_t>(s);
-    }
-    else if (a == "--backend") {
-      const auto b = value();
-      if (b != "onednn" && b != "reference") usage("--backend must be onednn or reference");
+    } else if (r.is("--backend")) {
+      const auto b = r.value();
+      if (b != "onednn" && b != "reference") r.fail("--backend must be onednn or reference");
       o.onednn = b == "onednn";
-    } else if (a == "--linear") {
-      o.linear = value();
-      if (o.linear != "f32" && o.linear != "bf16") usage("--linear must be f32 or bf16");
-    } else if (a == "--hidden") integer(o.hidden);
-    else if (a == "--layers") integer(o.layers);
-    else if (a == "--heads") integer(o.heads);
-    else if (a == "--ffn") integer(o.ffn);
-    else if (a == "--queries") integer(o.queries);
-    else if (a == "--proj") integer(o.proj);
-    else if (a == "--cross-every") integer(o.cross_every);
-    else if (a == "--temp") real(o.temp);
-    else if (a == "--temp-min") real(o.temp_min);
-    else if (a == "--lr") real(o.lr);
-    else if (a == "--min-lr") real(o.min_lr);
-    else if (a == "--warmup") integer(o.warmup);
-    else if (a == "--wd") real(o.wd);
-    else if (a == "--clip") real(o.clip);
-    else if (a == "--itc-smoothing") real(o.itc_smoothing);
-    else if (a == "--itg-smoothing") real(o.itg_smoothing);
-    else if (a == "--itm-weight") real(o.itm_weight);
-    else if (a == "--itg-weight") real(o.itg_weight);
-    else if (a == "--itm-start") integer(o.itm_start);
-    else if (a == "--itm-every") integer(o.itm_every);
-    else if (a == "--sampler") {
-      o.sampler = value();
-      if (o.sampler != "blip2" && o.sampler != "uniform" && o.sampler != "hardest") usage("--sampler must be blip2, uniform or hardest");
-    } else if (a == "--uniform-steps") integer(o.uniform_steps);
-    else if (a == "--swap-pairs") real(o.swap_pairs);
-    else if (a == "--jitter") real(o.jitter);
-    else if (a == "--noise") real(o.noise);
-    else if (a == "--pixels") o.pixels = true;
-    else if (a == "--position-scale") real(o.position_scale);
-    else if (a == "--activation") {
-      o.activation = value();
-      if (o.activation != "none" && o.activation != "relu" && o.activation != "gelu" && o.activation != "tanh")
-        usage("--activation must be none, relu, gelu or tanh");
-    }
-    else if (a == "--patch") integer(o.patch);
-    else if (a == "--enc-dim") integer(o.enc_dim);
-    else if (a == "--global-token") o.global_token = true;
-    else if (a == "--init") real(o.init);
-    else if (a == "--pos-init") real(o.pos_init);
-    else if (a == "--word-init") real(o.word_init);
-    else if (a == "--query-init") real(o.query_init);
-    else usage(("unknown argument " + a).c_str());
+    } else if (r.is("--linear")) {
+      o.linear = r.value();
+      if (o.linear != "f32" && o.linear != "bf16") r.fail("--linear must be f32 or bf16");
+    } else if (!parse_stage1_flag(r.flag(), r, o.r))
+      r.fail("unknown argument " + r.flag());
   }
-  if (o.steps < 1 || o.batch < 2 || o.eval < 10 || o.rerank_k < 1) usage("sizes out of range");
-  if (o.hidden < 1 || o.layers < 1 || o.heads < 1 || o.hidden % o.heads != 0 || o.ffn < 1 || o.queries < 1 || o.proj < 1 ||
-      o.cross_every < 1)
-    usage("model sizes out of range (hidden must be a multiple of heads)");
-  if (!(o.temp > 0) || !(o.lr > 0) || o.min_lr < 0 || o.wd < 0 || !(o.clip > 0) || o.warmup < 0) usage("optimiser settings out of range");
-  if (o.swap_pairs < 0 || o.swap_pairs > 1) usage("--swap-pairs must be in [0, 1]");
-  o.weights.itm *= o.itm_weight;
-  o.weights.itg *= o.itg_weight;
-  if (!o.onednn && o.linear == "bf16") usage("--linear bf16 needs --backend onednn");
+  if (o.eval < 10 || o.rerank_k < 1) r.fail("sizes out of range");
+  finish_stage1_recipe(r, o.r);
+  if (!o.onednn && o.linear == "bf16") r.fail("--linear bf16 needs --backend onednn");
   return o;
 }
-
-// The Q-Former of the demo: BLIP-2's architecture at a size two CPU cores train in a minute.
-qformer_model_config demo_config(const options& o, index_t image_width) {
-  qformer_model_config c;
-  auto& q = c.qformer;
-  q.vocab_size = synthetic::vocab_size;
-  q.hidden_size = o.hidden;
-  q.num_hidden_layers = o.layers;
-  q.num_attention_heads = o.heads;
-  q.intermediate_size = o.ffn;
-  q.max_position_embeddings = synthetic::max_caption_len;
-  q.cross_attention_frequency = o.cross_every;
-  q.encoder_hidden_size = image_width;
-  q.hidden_dropout_prob = 0.0;
-  q.attention_probs_dropout_prob = 0.0;
-  q.pad_token_id = synthetic::pad_id;
-  q.bos_token_id = synthetic::dec_id;
-  c.num_query_tokens = o.queries;
-  c.image_text_hidden_size = o.proj;
-  c.with_text = true;
-  c.with_stage1_heads = true;
-  return c;
-}
-
-// BERT's initialisation: N(0, 0.02) weights, zero biases, LayerNorm (1, 0); temp 0.07 as BLIP-2.
-void initialise(qformer_model<float>& m, std::uint64_t seed, float temp, const options& o) {
-  std::mt19937_64 gen(seed);
-  std::normal_distribution<float> unit(0.0f, 1.0f);
-  for_each_parameter(m.config(), m.w, [&](const std::string& name, auto& v) {
-    const bool norm = name.find("LayerNorm") != std::string::npos || name.find("layernorm") != std::string::npos;
-    const bool bias = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
-    const double scale = name == "embeddings.position_embeddings.weight" ? o.pos_init
-                         : name == "embeddings.word_embeddings.weight"   ? o.word_init
-                         : name == "query_tokens"                         ? o.query_init
-                                                                          : o.init;
-    for (index_t k = 0; k < v.size(); ++k)
-      v.data()[k] = norm ? (bias ? 0.0f : 1.0f) : bias ? 0.0f : static_cast<float>(scale) * unit(gen);
-  });
-  m.w.temp.data()[0] = temp;
-}
-
-// The frozen encoder's features of each training scene, computed the first time the scene is drawn.
-// Without position jitter and pixel noise a scene always renders to the same image, and the encoder is
-// frozen, so its features never change (as BLIP-2's image features may be precomputed once its ViT is
-// frozen); the demo then spends no time encoding after its first few hundred steps. With jitter or
-// noise every draw is encoded.
-class feature_cache {
- public:
-  feature_cache(const synthetic::shapes_world& world, const frozen_patch_encoder& enc, bool enabled)
-      : world_(world), enc_(enc), enabled_(enabled), row_(enc.num_tokens() * enc.dim()) {}
-
-  // embeds (B, N, E) = the encoder's features of images (B, H, H, 3), which show scenes (B)
-  void encode(tensor_view<const float, 4> images, std::span<const synthetic::scene> scenes, tensor_view<float, 3> embeds) {
-    if (!enabled_) return enc_.encode(images, embeds);
-    const index_t B = images.extent(0), H = images.extent(1), C = images.extent(3);
-    std::vector<index_t> missing;
-    for (index_t b = 0; b < B; ++b)
-      if (!slots_.count(world_.scene_index(scenes[static_cast<std::size_t>(b)]))) missing.push_back(b);
-    if (!missing.empty()) {  // encode the new scenes as one batch, keep their rows
-      const index_t M = static_cast<index_t>(missing.size());
-      host_tensor<float, 4> imgs({M, H, H, C});
-      host_tensor<float, 3> feats({M, enc_.num_tokens(), enc_.dim()});
-      for (index_t m = 0; m < M; ++m)
-        std::copy_n(images.data() + missing[static_cast<std::size_t>(m)] * H * H * C, H * H * C, imgs.data() + m * H * H * C);
-      enc_.encode(detail::as_const(imgs.view()), feats.view());
-      for (index_t m = 0; m < M; ++m) {
-        const auto key = world_.scene_index(scenes[static_cast<std::size_t>(missing[static_cast<std::size_t>(m)])]);
-        if (slots_.emplace(key, static_cast<index_t>(rows_.size()) / row_).second)
-          rows_.insert(rows_.end(), feats.data() + m * row_, feats.data() + (m + 1) * row_);
-      }
-    }
-    for (index_t b = 0; b < B; ++b) {
-      const index_t slot = slots_.at(world_.scene_index(scenes[static_cast<std::size_t>(b)]));
-      std::copy_n(rows_.data() + slot * row_, row_, embeds.data() + b * row_);
-    }
-  }
-
- private:
-  const synthetic::shapes_world& world_;
-  const frozen_patch_encoder& enc_;
-  bool enabled_;
-  index_t row_;                                    // N E floats per scene
-  std::unordered_map<std::int64_t, index_t> slots_;  // scene index -> its row in rows_
-  std::vector<float> rows_;
-};
 
 template <class Be>
 int run(Be& be, const options& o) {
@@ -324,21 +121,9 @@ int run(Be& be, const options& o) {
   std::filesystem::create_directories(o.out);
 
   // ---- data: a world of scenes, train on some attribute combinations, evaluate on held-out ones ----
-  synthetic::shapes_config wc;
-  wc.swap_pairs = static_cast<float>(o.swap_pairs);
-  wc.jitter = static_cast<float>(o.jitter);
-  wc.noise = static_cast<float>(o.noise);
-  const synthetic::shapes_world world(wc);
-  patch_encoder_config ec;
-  if (o.pixels) ec.features = patch_features::pixels;
-  ec.position_scale = static_cast<float>(o.position_scale);
-  ec.activation = o.activation == "none" ? patch_activation::none : o.activation == "relu" ? patch_activation::relu
-                  : o.activation == "tanh" ? patch_activation::tanh : patch_activation::gelu;
-  ec.patch = o.patch;
-  ec.dim = o.enc_dim;
-  ec.global_token = o.global_token;
-  const frozen_patch_encoder encoder(ec);
-  const auto counts = world.counts();
+  const stage1_recipe& r = o.r;
+  const synthetic::shapes_world world(world_config(r));
+  const frozen_patch_encoder encoder(encoder_config(r));
   synthetic::eval_set eval = synthetic::build_eval_set(world, o.eval, o.seed + 100);
   const index_t H = world.config().image_size, T = world.num_tokens(), N = encoder.num_tokens(), E = encoder.dim();
   std::printf("data: %lld training scenes, %lld held-out scenes; evaluation: %lld pairs with unique captions, "
@@ -346,70 +131,30 @@ int run(Be& be, const options& o) {
               static_cast<long long>(world.train_scenes().size()), static_cast<long long>(world.held_out_scenes().size()),
               static_cast<long long>(eval.size()), static_cast<long long>(eval.position_swap_pairs),
               static_cast<long long>(eval.colour_swap_pairs), static_cast<long long>(eval.size_swap_pairs));
-  (void)counts;
 
-  // ---- model, optimiser, schedule ----
-  qformer_model<float> m(demo_config(o, E));
-  initialise(m, o.seed, static_cast<float>(o.temp), o);
-  adamw_options ao;
-  ao.weight_decay = o.wd;
-  auto optim = make_adamw(m, ao);
-  warmup_cosine_schedule lr{.base_lr = o.lr, .min_lr = o.min_lr, .warmup_start_lr = std::min(o.min_lr, o.lr),
-                            .warmup_steps = std::min<index_t>(o.warmup, o.steps / 5), .total_steps = o.steps};
+  // ---- model ----
+  qformer_model<float> m(demo_qformer_config(r, E));
+  initialise_qformer(m, o.seed, static_cast<float>(r.temp), r);
   std::printf("model: Q-Former %lld layers, hidden %lld, %lld queries, %lld parameters; objectives %s; "
               "batch %lld, %lld steps, backend %s, linear inputs %s\n",
               static_cast<long long>(m.config().qformer.num_hidden_layers),
               static_cast<long long>(m.config().qformer.hidden_size), static_cast<long long>(m.config().num_query_tokens),
-              static_cast<long long>(m.parameters().size()), o.objectives.c_str(), static_cast<long long>(o.batch),
-              static_cast<long long>(o.steps), Be::name, o.linear.c_str());
+              static_cast<long long>(m.parameters().size()), r.objectives.c_str(), static_cast<long long>(r.batch),
+              static_cast<long long>(r.steps), Be::name, o.linear.c_str());
 
   // ---- train ----
   csv_log csv = csv_log::stage1((std::filesystem::path(o.out) / "losses.csv").string());
-  progress_bar bar(o.steps, {.label = "stage 1"});
-  host_tensor<float, 4> images({o.batch, H, H, 3});
-  host_tensor<index_t, 2> ids({o.batch, T}), mask({o.batch, T});
-  host_tensor<float, 3> embeds({o.batch, N, E});
-  std::vector<synthetic::scene> scenes(static_cast<std::size_t>(o.batch));
-  feature_cache features(world, encoder, o.jitter == 0 && o.noise == 0);
-  stage1_state<float> st;
-  blip2_sampler sampler;
-  uniform_sampler uniform;
-  hardest_sampler hardest;
-  stage1_options so;
-  so.itc_label_smoothing = o.itc_smoothing;
-  so.itg_label_smoothing = o.itg_smoothing;
-  stage1_losses last{}, tail{};  // tail: the mean over the last tenth of the steps
-  const index_t tail_from = o.steps - std::max<index_t>(1, o.steps / 10);
-  for (index_t step = 0; step < o.steps; ++step) {
-    world.train_batch(o.seed, static_cast<std::uint64_t>(step * o.batch), images.view(), ids.view(), mask.view(), scenes);
-    features.encode(detail::as_const(images.view()), scenes, embeds.view());
-    so.seed = o.seed * 1000003u + static_cast<std::uint64_t>(step);
-    stage1_batch<float> batch{detail::as_const(embeds.view()), detail::as_const(ids.view()), detail::as_const(mask.view()), {}};
-    m.zero_grad();
-    so.weights = o.weights;
-    if (step < o.itm_start || (step - o.itm_start) % std::max<index_t>(1, o.itm_every) != 0) so.weights.itm = 0;
-    if (so.weights.itm != 0 && (step < o.uniform_steps || o.sampler == "uniform"))
-      last = stage1_step(be, m, st, batch, uniform, so);
-    else if (so.weights.itm != 0 && o.sampler == "hardest")
-      last = stage1_step(be, m, st, batch, hardest, so);
-    else
-      last = stage1_step(be, m, st, batch, sampler, so);
-    clip_grad_norm(m.gradients(), o.clip);
-    if (step >= tail_from) {
-      const double n = static_cast<double>(o.steps - tail_from);
-      tail.itc += last.itc / n, tail.itm += last.itm / n, tail.itg += last.itg / n, tail.total += last.total / n;
-    }
-    const double rate = lr(step);
-    optim.step(m.parameters(), m.gradients(), rate);
-    if (m.w.temp.data()[0] < o.temp_min) m.w.temp.data()[0] = static_cast<float>(o.temp_min);
-    csv.row(stage1_row{step + 1, last.itc, last.itm, last.itg, last.total, rate, seconds()});
-    bar.update(step + 1, {{"itc", last.itc}, {"itm", last.itm}, {"itg", last.itg}}, rate);
-  }
+  progress_bar bar(r.steps, {.label = "stage 1"});
+  const stage1_losses tail = train_stage1(be, r, world, encoder, m, o.seed, [&](const stage1_step_report& s) {
+    const auto& l = s.losses;
+    csv.row(stage1_row{s.step, l.itc, l.itm, l.itg, l.total, s.lr, seconds()});
+    bar.update(s.step, {{"itc", l.itc}, {"itm", l.itm}, {"itg", l.itg}}, s.lr);
+  });
   bar.finish();
   csv.close();
   const double train_seconds = seconds();
   plot_options po;
-  po.title = "stage 1 (" + o.objectives + "): Q-Former from scratch";
+  po.title = "stage 1 (" + r.objectives + "): Q-Former from scratch";
   write_training_plot((std::filesystem::path(o.out) / "losses.png").string(),
                       read_csv((std::filesystem::path(o.out) / "losses.csv").string()), po);
 
@@ -420,32 +165,12 @@ int run(Be& be, const options& o) {
   synthetic::render_eval_set(world, eval, eimages.view(), eids.view(), emask.view());
   host_tensor<float, 3> eembeds({Ne, N, E});
   encoder.encode(detail::as_const(eimages.view()), eembeds.view());
-  // BLIP-2's evaluation scores (eval/rerank_scores.hpp): sim (Ne, Ne) = the ITC cosine, image x text
-  host_tensor<float, 3> image_feats({Ne, m.config().num_query_tokens, m.config().image_text_hidden_size});
-  image_features(be, m, detail::as_const(eembeds.view()), image_feats.view());
-  const host_tensor<float, 2> text_feat = text_features(be, m, detail::as_const(eids.view()), detail::as_const(emask.view()), 250);
-  host_tensor<float, 2> sim({Ne, Ne});
-  itc_scores(be, detail::as_const(image_feats.view()), detail::as_const(text_feat.view()), sim.view());
-  const auto gt = retrieval_ground_truth::one_to_one(Ne);
-  const auto itc = retrieval_recall(detail::as_const(sim.view()), gt);
-  std::printf("%s", format_retrieval(itc, "ITC").c_str());
-  retrieval_result final_result = itc;
-  std::string final_kind = "itc";
-  if (o.weights.itm != 0) {
-    const auto plan = plan_rerank(detail::as_const(sim.view()), o.rerank_k);
-    const auto itm = itm_match_scores(
-        be, m, std::span<const std::pair<index_t, index_t>>(plan.pairs),
-        [&](index_t i) { return tensor_view<const float, 2>(eembeds.data() + i * N * E, {N, E}); },
-        detail::as_const(eids.view()), detail::as_const(emask.view()), 512);
-    std::vector<float> scores(itm.size());
-    for (std::size_t q = 0; q < itm.size(); ++q) {
-      const auto [i, j] = plan.pairs[q];
-      scores[q] = itm[q] + sim(i, j);  // BLIP-2's re-ranking score: ITM match logit + ITC similarity
-    }
-    final_result = rerank_recall(detail::as_const(sim.view()), plan, std::span<const float>(scores), gt);
-    std::printf("%s", format_retrieval(final_result, "ITC top-" + std::to_string(o.rerank_k) + " re-ranked by ITM + ITC").c_str());
-    final_kind = "itc+itm_rerank";
-  }
+  const auto check = retrieval_check(be, m, detail::as_const(eembeds.view()), detail::as_const(eids.view()),
+                                     detail::as_const(emask.view()), r.weights.itm != 0 ? o.rerank_k : 0);
+  const auto& sim = check.sim;
+  const auto& itc = check.itc;
+  const auto& final_result = check.final_result;
+  const std::string& final_kind = check.kind;
   const double total_seconds = seconds();
   // Binding: for each caption whose swapped scene is also in the set, does the ITC score its own image
   // above the swapped scene's image? (0.5 = blind to which object has which attribute.)
@@ -517,7 +242,7 @@ int run(Be& be, const options& o) {
               "\"itc_i2t_r1\": %.4f, \"itc_t2i_r5\": %.4f, \"itc_i2t_r5\": %.4f, \"ranking\": \"%s\", \"objectives\": \"%s\", \"linear\": \"%s\", \"candidates\": %lld, \"steps\": %lld, "
               "\"final_loss_itc\": %.4f, \"final_loss_itm\": %.4f, \"final_loss_itg\": %.4f, \"train_seconds\": %.1f, \"seconds\": %.1f}\n",
               final_result.t2i.r1, final_result.i2t.r1, final_result.t2i.r5, final_result.i2t.r5, itc.t2i.r1, itc.i2t.r1, itc.t2i.r5, itc.i2t.r5,
-              final_kind.c_str(), o.objectives.c_str(), o.linear.c_str(), static_cast<long long>(Ne), static_cast<long long>(o.steps),
+              final_kind.c_str(), r.objectives.c_str(), o.linear.c_str(), static_cast<long long>(Ne), static_cast<long long>(r.steps),
               tail.itc, tail.itm, tail.itg, train_seconds, total_seconds);
   return 0;
 }

@@ -15,9 +15,7 @@ if [ "${1:-}" = "--seeds" ]; then seeds=$2; shift 2; fi
 [ -f build/CMakeCache.txt ] || cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j2 --target stage1_demo >/dev/null
 
-field() {  # field NAME JSON: a number or string value from the demo's one-line JSON
-  sed -n "s/.*\"$1\": \"\{0,1\}\([^\",}]*\)\"\{0,1\}[,}].*/\1/p" <<<"$2"
-}
+source scripts/demo_json.sh  # field NAME JSON
 
 echo "| objectives | seed | R@1 t->i | R@1 i->t | ranking | ITC-only R@1 t->i / i->t | R@5 t->i / i->t | seconds |"
 echo "|---|---|---|---|---|---|---|---|"
