@@ -205,6 +205,15 @@ std::vector<std::string> bpe_corpus(const synthetic::shapes_world& w) {
   return lines;
 }
 
+// The ids of "<description></s><text>": the layout of the LM's documents (no BOS of its own).
+std::vector<index_t> description_then(const io::byte_bpe_tokenizer& tok, const std::string& description,
+                                      const std::string& text) {
+  std::vector<index_t> ids = tok.encode(description, false);
+  ids.push_back(tok.token_id("</s>"));
+  for (auto id : tok.encode(text, false)) ids.push_back(id);
+  return ids;
+}
+
 // One pretraining document: ids of "<description></s><task>\n" (see the header comment), drawn from the
 // counter-based stream (seed, index): a scene of the whole world, the description in a drawn mention, the
 // task a caption in a drawn mention (probability caption_share) or a drawn question and its answer.
@@ -222,10 +231,7 @@ std::vector<index_t> lm_document(const synthetic::shapes_world& w, std::span<con
     const auto qs = synthetic::questions_about(w, s);
     task = qa_text(qs[static_cast<std::size_t>(draw_below(seed, stream, index, 4, qs.size()))]);
   }
-  std::vector<index_t> ids = tok.encode(context, false);
-  ids.push_back(tok.token_id("</s>"));
-  for (auto id : tok.encode(task + "\n", false)) ids.push_back(id);
-  return ids;
+  return description_then(tok, context, task + "\n");
 }
 
 opt_config lm_config(const options& o, index_t vocab_rows, index_t max_positions) {
@@ -397,19 +403,23 @@ std::string trimmed(std::string s) {
   return b == std::string::npos ? "" : s.substr(b, e - b + 1);
 }
 
-// The generated text of each row of embeds (B, N, E) under one prompt.
-template <class Be>
-std::vector<std::string> generate_texts(Be& be, const blip2_opt_model<float>& m, const io::byte_bpe_tokenizer& tok,
-                                        tensor_view<const float, 3> embeds, const std::string& prompt,
-                                        const generation_options& g) {
-  const auto ids = tok.encode(prompt);
-  const auto seqs = blip2_opt_generate(be, m, embeds, std::span<const index_t>(ids), g);
+// The generated ids of each sequence as text: special tokens skipped, whitespace trimmed.
+std::vector<std::string> decoded_texts(const io::byte_bpe_tokenizer& tok, std::span<const generated_sequence> seqs) {
   std::vector<std::string> out;
   for (const auto& s : seqs) {
     const std::vector<std::int64_t> v(s.ids.begin(), s.ids.end());
     out.push_back(trimmed(tok.decode(std::span<const std::int64_t>(v), true)));
   }
   return out;
+}
+
+// The generated text of each row of embeds (B, N, E) under one prompt.
+template <class Be>
+std::vector<std::string> generate_texts(Be& be, const blip2_opt_model<float>& m, const io::byte_bpe_tokenizer& tok,
+                                        tensor_view<const float, 3> embeds, const std::string& prompt,
+                                        const generation_options& g) {
+  const auto ids = tok.encode(prompt);
+  return decoded_texts(tok, blip2_opt_generate(be, m, embeds, std::span<const index_t>(ids), g));
 }
 
 // The frozen LM alone, reading a description as text: "<description></s><prompt>" for each (description,
@@ -421,9 +431,7 @@ std::vector<std::string> generate_from_text(Be& be, const opt_model<float>& lm, 
   std::vector<std::vector<index_t>> enc;
   std::size_t longest = 0;
   for (const auto& [description, prompt] : inputs) {
-    auto ids = tok.encode(description, false);
-    ids.push_back(tok.token_id("</s>"));
-    for (auto id : tok.encode(prompt, false)) ids.push_back(id);
+    auto ids = description_then(tok, description, prompt);
     longest = std::max(longest, ids.size());
     enc.push_back(std::move(ids));
   }
@@ -441,12 +449,7 @@ std::vector<std::string> generate_from_text(Be& be, const opt_model<float>& lm, 
   }
   opt_session<Be, float> session(be, lm);
   session.start(detail::as_const(embeds.view()), detail::as_const(mask.view()), g.max_new_tokens);
-  std::vector<std::string> out;
-  for (const auto& seq : generate(session, g)) {
-    const std::vector<std::int64_t> v(seq.ids.begin(), seq.ids.end());
-    out.push_back(trimmed(tok.decode(std::span<const std::int64_t>(v), true)));
-  }
-  return out;
+  return decoded_texts(tok, generate(session, g));
 }
 
 struct scene_answers {
