@@ -16,6 +16,7 @@ set(blip2_header_parts
   onednn  "^(backend/onednn/.*|models/vit/bf16\\.hpp)$"
   io      "^io/(safetensors|hf_config|qformer_checkpoint|training_checkpoint|stage2_checkpoint|vision_checkpoint|checkpoint_files|opt_checkpoint|blip2_opt_checkpoint|save_blip2_opt)\\.hpp$"
   image   "^io/image\\.hpp$"
+  mpi     "^dist/mpi_communicator\\.hpp$"
   eigen   "^adapt/eigen\\.hpp$"
   xtensor "^adapt/xtensor\\.hpp$")
 

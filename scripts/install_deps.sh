@@ -5,7 +5,8 @@ set -euo pipefail
 packages=(cmake make g++ pkg-config
           libeigen3-dev xtensor-dev xtl-dev libxsimd-dev
           libdnnl-dev ocl-icd-opencl-dev opencl-headers
-          doctest-dev nlohmann-json3-dev libstb-dev)
+          doctest-dev nlohmann-json3-dev libstb-dev
+          libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -11,6 +11,7 @@
 //   io/bert_tokenizer.hpp (BERT WordPiece, LAVIS captions)    always (C++20 only)
 //   io/byte_bpe_tokenizer.hpp, io/opt_tokenizer.hpp (GPT-2 byte-level BPE, OPT's specials)  always (C++20 only)
 //   Eigen / xtensor adaptors   when their headers are found (link blip2::eigen / blip2::xtensor)
+//   dist/mpi_communicator.hpp (data parallelism over MPI)    when compiled with BLIP2_HAS_MPI (link blip2::mpi)
 #pragma once
 
 #include "blip2/core/arena.hpp"
@@ -73,6 +74,13 @@
 #include "blip2/train/csv_log.hpp"
 #include "blip2/train/progress.hpp"
 #include "blip2/train/stage1_step.hpp"
+
+#include "blip2/dist/average_gradients.hpp"
+#include "blip2/dist/communicator.hpp"
+#include "blip2/dist/fetch_rows.hpp"
+#if defined(BLIP2_HAS_MPI)
+#include "blip2/dist/mpi_communicator.hpp"
+#endif
 
 // ---- stage 2: the OPT decoder, BLIP-2 OPT (soft prompt, loss, generation), its training pieces ----
 #include "blip2/models/opt/config.hpp"

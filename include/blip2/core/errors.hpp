@@ -6,6 +6,7 @@
 //   value_error    an argument is out of its domain (an id outside the vocabulary, p outside [0,1))
 //   format_error   a file is not what it claims (file, offset, what was expected)
 //   backend_error  a backend failed (oneDNN status, CUDA error)
+//   communication_error  a collective between processes failed (an MPI error, a rank that disagrees)
 #pragma once
 #include <sstream>
 #include <stdexcept>
@@ -27,6 +28,9 @@ struct format_error : error {
   using error::error;
 };
 struct backend_error : error {
+  using error::error;
+};
+struct communication_error : error {
   using error::error;
 };
 

@@ -19,11 +19,35 @@
 // accumulate micro-batches. The step is a deterministic function of (model, batch, seed) on the reference
 // backend; on oneDNN at a fixed thread count (its reductions split by thread; oneDNN 2.x has no
 // deterministic mode). Fixed negatives must not be positives (use fixed_sampler to replay positives).
+//
+// Over W ranks (a communicator, dist/communicator.hpp; the default is one process), each rank passes its
+// shard of the world batch (B pairs each, the same B and T on every rank; rank r holds global pairs
+// [r B, (r + 1) B)), and the objectives see the world batch as LAVIS's do:
+//   ITC   image and text features all-gathered: each rank's B rows against the W B columns. Gradient:
+//         by default the full one, the gathered features' gradients summed back to their owners
+//         (reduce_scatter), so that W ranks compute what one process computes on the world batch;
+//         with stage1_options::itc_detach_gathered_side, LAVIS's (concat_all_gather has no gradient).
+//   ITM   negatives drawn from the world's similarities (the samplers key their draws by global row, so the
+//         choice does not depend on W); fixed negatives are global indices. The chosen negative texts' ids
+//         come from an all-gather of the (small) id and mask tables; the chosen negative images' embeddings
+//         are fetched from their owners (dist/fetch_rows.hpp), and their K/V computed here, with the local
+//         images', for the joint pass. The embeddings are frozen, so no gradient goes back to the owner: the
+//         K/V projections' gradients are this rank's and are averaged with every other parameter's.
+//   ITG   local; its token mean is over the world's counted tokens (each rank's loss weighted by its share).
+// Returned losses are the world batch's. The parameter gradients in model.g are this rank's part: call
+// average_gradients(comm, model.gradients()) (dist/average_gradients.hpp) after the step; then they equal
+// one process's gradient on the world batch, to rounding. Dropout masks are drawn per rank (the seed mixed
+// with the rank, as LAVIS seeds each rank with seed + rank), so with dropout a W-rank step is a different
+// draw than one process's; without dropout it is the same step.
 #pragma once
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <span>
 #include <vector>
 
+#include "blip2/dist/communicator.hpp"
+#include "blip2/dist/fetch_rows.hpp"
 #include "blip2/loss/itc.hpp"
 #include "blip2/loss/itg.hpp"
 #include "blip2/loss/itm.hpp"
@@ -48,6 +72,9 @@ struct stage1_options {
   std::uint64_t seed = 0;     // dropout and negative sampling
   double itc_label_smoothing = 0.1;
   double itg_label_smoothing = 0.1;
+  // ITC's gradient through the gathered features as LAVIS computes it (loss/itc.hpp, "Gradient flow"):
+  // image features only through their own rows of sim_i2t, text features through sim_t2i.
+  bool itc_detach_gathered_side = false;
 };
 
 struct stage1_losses {
@@ -76,6 +103,11 @@ struct stage1_state {
   tensor_view<T, 2> ditg_rows;                      // (T B, C)
   tensor_view<T, 1> losses, dlosses;                // (3): itc, itm, itg and their weights
   std::vector<T> storage;
+  // over W > 1 ranks only: the world's features and texts, the ITM image table (local images, then the
+  // fetched negatives) and its K/V
+  std::vector<T> world_image_feats, world_text_feat, extra_image_feats, extra_text_feat, table_embeds;
+  std::vector<index_t> world_ids, world_mask, world_image_ids, fetched, pair_table;
+  image_kv_state<T> table_kv;
 };
 
 namespace detail {
@@ -83,13 +115,30 @@ inline std::uint64_t stage1_seed(std::uint64_t seed, std::uint64_t what) {
   const auto r = random_bits(seed, 0x5354414745310000ull + what);  // "STAGE1" + what
   return (static_cast<std::uint64_t>(r[0]) << 32) | r[1];
 }
+
+// dst (n) = the world's (W n) without block r: the other ranks' rows, in rank order
+template <class T>
+void other_blocks(std::vector<T>& dst, const std::vector<T>& world, std::size_t n, int r) {
+  dst.assign(world.begin(), world.begin() + static_cast<std::ptrdiff_t>(n * static_cast<std::size_t>(r)));
+  dst.insert(dst.end(), world.begin() + static_cast<std::ptrdiff_t>(n * static_cast<std::size_t>(r + 1)), world.end());
+}
+
+// The world's (W n) from every rank's local (n): all_gather in place.
+template <communicator Comm, class T>
+void gather_world(Comm& comm, std::vector<T>& world, const T* local, std::size_t n) {
+  world.resize(n * static_cast<std::size_t>(comm.size()));
+  T* mine = world.data() + n * static_cast<std::size_t>(comm.rank());
+  std::copy_n(local, n, mine);
+  comm.all_gather(std::span<const T>(mine, n), std::span<T>(world));
+}
 }  // namespace detail
 
 // Forward and backward of one step; returns the losses. Negatives come from `sampler` unless
 // fixed_neg_image / fixed_neg_text (B each) are given.
-template <backend Be, class T, class Sampler>
-stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, const stage1_batch<T>& batch, Sampler& sampler,
-                          const stage1_options& opt, std::span<const index_t> fixed_neg_image = {},
+// Over the ranks of comm: batch is this rank's shard, fixed negatives are global indices (see the header).
+template <backend Be, communicator Comm, class T, class Sampler>
+stage1_losses stage1_step(Be& be, Comm& comm, qformer_model<T>& m, stage1_state<T>& st, const stage1_batch<T>& batch,
+                          Sampler& sampler, const stage1_options& opt, std::span<const index_t> fixed_neg_image = {},
                           std::span<const index_t> fixed_neg_text = {}) {
   constexpr std::string_view op = "stage1_step";
   const auto& mc = m.config();
@@ -101,6 +150,26 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
   const index_t Q = mc.num_query_tokens, C = cfg.hidden_size, D = mc.image_text_hidden_size;
   detail::check_shape(op, "input_ids", batch.input_ids, {B, Tn});
   if (batch.image_ids.data()) detail::check_shape(op, "image_ids", batch.image_ids, {B});
+  const int W = comm.size(), rank = comm.rank();
+  const bool world = W > 1;
+  const index_t off = world ? rank * B : 0, Bw = world ? W * B : B;  // global row of local pair 0; world batch
+  if (world) {
+    // every rank has the same B and T, and gives the same optional tensors
+    const std::array<index_t, 4> mine{B, Tn, batch.image_ids.data() ? 1 : 0, batch.attention_mask.data() ? 1 : 0};
+    std::vector<index_t> all(static_cast<std::size_t>(4 * W));
+    comm.all_gather(std::span<const index_t>(mine), std::span<index_t>(all));
+    for (int r = 0; r < W; ++r)
+      BLIP2_CHECK(std::equal(mine.begin(), mine.end(), all.begin() + 4 * r), shape_error, op, ": rank ", rank, " has B = ", B,
+                  ", T = ", Tn, (mine[2] ? ", image ids" : ", no image ids"), (mine[3] ? ", a mask" : ", no mask"),
+                  " but rank ", r, " has B = ", all[static_cast<std::size_t>(4 * r)], ", T = ",
+                  all[static_cast<std::size_t>(4 * r + 1)], (all[static_cast<std::size_t>(4 * r + 2)] ? ", image ids" : ", no image ids"),
+                  (all[static_cast<std::size_t>(4 * r + 3)] ? ", a mask" : ", no mask"),
+                  ": every rank needs a shard of the same shape");
+  }
+  // dropout seeds: one stream per rank over W > 1 ranks (the sampler's seed is the world's)
+  auto dropout_seed = [&](std::uint64_t what) {
+    return detail::stage1_seed(world ? detail::stage1_seed(opt.seed, 16 + static_cast<std::uint64_t>(rank)) : opt.seed, what);
+  };
   BLIP2_CHECK(fixed_neg_image.size() == fixed_neg_text.size() &&
                   (fixed_neg_image.empty() || static_cast<index_t>(fixed_neg_image.size()) == B),
               shape_error, op, ": fixed negatives need B = ", B, " entries each, got ", fixed_neg_image.size(), " and ",
@@ -131,7 +200,7 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
   ip.queries = true;
   ip.image = &st.kv;
   ip.training = opt.training;
-  ip.seed = detail::stage1_seed(opt.seed, 1);
+  ip.seed = dropout_seed(1);
   qformer_forward(be, m, st.image_pass, ip);
 
   if (need_feats) {
@@ -144,7 +213,7 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
     tp.input_ids = batch.input_ids;
     tp.attention_mask = batch.attention_mask;
     tp.training = opt.training;
-    tp.seed = detail::stage1_seed(opt.seed, 2);
+    tp.seed = dropout_seed(2);
     tp.output_positions = 1;  // ITC reads [CLS] only
     tp.skip_padding = true;   // nor the padding rows
     qformer_forward(be, m, st.text_pass, tp);
@@ -152,6 +221,22 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
     itc_options<T> io;
     io.image_ids = batch.image_ids;
     io.label_smoothing = opt.itc_label_smoothing;
+    io.detach_gathered_side = opt.itc_detach_gathered_side;
+    if (world) {
+      // the other ranks' features are the extra columns, in rank order around the local block
+      const std::size_t nf = static_cast<std::size_t>(B * Q * D), nt = static_cast<std::size_t>(B * D);
+      detail::gather_world(comm, st.world_image_feats, st.image_proj.feats.data(), nf);
+      detail::gather_world(comm, st.world_text_feat, st.text_proj.feats.data(), nt);
+      detail::other_blocks(st.extra_image_feats, st.world_image_feats, nf, rank);
+      detail::other_blocks(st.extra_text_feat, st.world_text_feat, nt, rank);
+      io.extra.image_feats = tensor_view<const T, 3>(st.extra_image_feats.data(), {Bw - B, Q, D});
+      io.extra.text_feat = tensor_view<const T, 2>(st.extra_text_feat.data(), {Bw - B, D});
+      io.extra.local_offset = off;
+      if (batch.image_ids.data()) {
+        detail::gather_world(comm, st.world_image_ids, batch.image_ids.data(), static_cast<std::size_t>(B));
+        io.image_ids = tensor_view<const index_t, 1>(st.world_image_ids.data(), {Bw});
+      }
+    }
     itc_forward(be, tensor_view<T, 1>(st.losses.data(), {1}), st.itc,
                 detail::as_const(tensor_view<T, 3>(st.image_proj.feats.data(), {B, Q, D})),
                 detail::as_const(st.text_proj.feats), m.w.temp, io);
@@ -163,14 +248,17 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
     st.neg_text.resize(static_cast<std::size_t>(B));
     const tensor_view<index_t, 1> ni(st.neg_image.data(), {B}), nt(st.neg_text.data(), {B});
     if (!fixed_neg_image.empty()) {
+      // the image id of global pair g (its index without ids)
+      auto id_of = [&](index_t g) {
+        if (!batch.image_ids.data()) return g;
+        return world ? st.world_image_ids[static_cast<std::size_t>(g)] : batch.image_ids(g);
+      };
       for (index_t b = 0; b < B; ++b) {
         ni(b) = fixed_neg_image[static_cast<std::size_t>(b)];
         nt(b) = fixed_neg_text[static_cast<std::size_t>(b)];
-        BLIP2_CHECK(ni(b) >= 0 && ni(b) < B && nt(b) >= 0 && nt(b) < B, value_error, op, ": fixed negative of pair ",
-                    b, " (image ", ni(b), ", text ", nt(b), ") outside [0, ", B, ")");
-        BLIP2_CHECK(batch.image_ids.data()
-                        ? batch.image_ids(ni(b)) != batch.image_ids(b) && batch.image_ids(nt(b)) != batch.image_ids(b)
-                        : ni(b) != b && nt(b) != b,
+        BLIP2_CHECK(ni(b) >= 0 && ni(b) < Bw && nt(b) >= 0 && nt(b) < Bw, value_error, op, ": fixed negative of pair ",
+                    b, " (image ", ni(b), ", text ", nt(b), ") outside [0, ", Bw, ")");
+        BLIP2_CHECK(id_of(ni(b)) != id_of(off + b) && id_of(nt(b)) != id_of(off + b),
                     value_error, op, ": fixed negative of pair ", b, " (image ", ni(b), ", text ", nt(b),
                     ") is a positive of that pair (the same image", batch.image_ids.data() ? " id" : "",
                     "); to replay positives, pass fixed_sampler(images, texts, true) as the sampler instead");
@@ -179,7 +267,9 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
       negative_sampling_inputs<T> si;
       si.sim_i2t = detail::as_const(st.itc.sim_i2t);
       si.sim_t2i = detail::as_const(st.itc.sim_t2i);
-      si.image_ids = batch.image_ids;
+      si.image_ids = world && batch.image_ids.data() ? tensor_view<const index_t, 1>(st.world_image_ids.data(), {Bw})
+                                                     : batch.image_ids;
+      si.local_offset = off;
       si.seed = detail::stage1_seed(opt.seed, 3);
       sampler.sample(si, ni, nt);
     }
@@ -187,14 +277,25 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
     st.pair_image.resize(static_cast<std::size_t>(3 * B));
     st.pair_text.resize(static_cast<std::size_t>(3 * B));
     itm_pair_layout(detail::as_const(ni), detail::as_const(nt), tensor_view<index_t, 1>(st.pair_image.data(), {3 * B}),
-                    tensor_view<index_t, 1>(st.pair_text.data(), {3 * B}));
+                    tensor_view<index_t, 1>(st.pair_text.data(), {3 * B}), off);
+    // the texts of the pairs: the world's id and mask tables over W > 1 ranks (pair_text is global)
+    const index_t* ids_of = batch.input_ids.data();
+    const index_t* mask_of = batch.attention_mask.data();
+    if (world) {
+      detail::gather_world(comm, st.world_ids, batch.input_ids.data(), static_cast<std::size_t>(B * Tn));
+      ids_of = st.world_ids.data();
+      if (mask_of) {
+        detail::gather_world(comm, st.world_mask, batch.attention_mask.data(), static_cast<std::size_t>(B * Tn));
+        mask_of = st.world_mask.data();
+      }
+    }
     st.itm_ids.resize(static_cast<std::size_t>(3 * B * Tn));
     st.itm_mask.resize(static_cast<std::size_t>(3 * B * Tn));
     for (index_t r = 0; r < 3 * B; ++r)
       for (index_t t = 0; t < Tn; ++t) {
         const index_t src = st.pair_text[static_cast<std::size_t>(r)];
-        st.itm_ids[static_cast<std::size_t>(r * Tn + t)] = batch.input_ids(src, t);
-        st.itm_mask[static_cast<std::size_t>(r * Tn + t)] = batch.attention_mask.data() ? batch.attention_mask(src, t) : 1;
+        st.itm_ids[static_cast<std::size_t>(r * Tn + t)] = ids_of[src * Tn + t];
+        st.itm_mask[static_cast<std::size_t>(r * Tn + t)] = mask_of ? mask_of[src * Tn + t] : 1;
       }
     qformer_pass_inputs<T> jp;
     jp.batch = 3 * B;
@@ -204,8 +305,32 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
     jp.attention = qformer_attention::bidirectional;
     jp.image = &st.kv;
     jp.image_index = st.pair_image;
+    if (world) {
+      // the pairs' images: the local ones and the negatives fetched from their owners, as one table
+      const index_t N = batch.image_embeds.extent(1), E = batch.image_embeds.extent(2);
+      st.fetched.clear();
+      for (index_t g : st.pair_image)
+        if (g < off || g >= off + B) st.fetched.push_back(g);
+      std::sort(st.fetched.begin(), st.fetched.end());
+      st.fetched.erase(std::unique(st.fetched.begin(), st.fetched.end()), st.fetched.end());
+      const index_t R = static_cast<index_t>(st.fetched.size());
+      st.table_embeds.resize(static_cast<std::size_t>((B + R) * N * E));
+      std::copy_n(batch.image_embeds.data(), B * N * E, st.table_embeds.data());
+      fetch_rows(comm, std::span<const index_t>(st.fetched), tensor_view<const T, 2>(batch.image_embeds.data(), {B, N * E}),
+                 tensor_view<T, 2>(st.table_embeds.data() + B * N * E, {R, N * E}));
+      st.pair_table.resize(st.pair_image.size());
+      for (std::size_t k = 0; k < st.pair_image.size(); ++k) {
+        const index_t g = st.pair_image[k];
+        st.pair_table[k] = g >= off && g < off + B
+                               ? g - off
+                               : B + (std::lower_bound(st.fetched.begin(), st.fetched.end(), g) - st.fetched.begin());
+      }
+      encode_image_kv(be, m, st.table_kv, tensor_view<const T, 3>(st.table_embeds.data(), {B + R, N, E}));
+      jp.image = &st.table_kv;
+      jp.image_index = st.pair_table;
+    }
     jp.training = opt.training;
-    jp.seed = detail::stage1_seed(opt.seed, 4);
+    jp.seed = dropout_seed(4);
     jp.output_positions = Q;  // the ITM head reads the query rows only
     jp.skip_padding = true;
     qformer_forward(be, m, st.itm_pass, jp);
@@ -225,7 +350,7 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
     gp.attention_mask = batch.attention_mask;
     gp.prefix = &st.image_pass;
     gp.training = opt.training;
-    gp.seed = detail::stage1_seed(opt.seed, 5);
+    gp.seed = dropout_seed(5);
     // padding rows can be skipped when nothing reads them: row t predicts label t + 1, so every masked
     // position t must be the last or be followed by an ignored label (true for LAVIS's suffix padding)
     gp.skip_padding = true;
@@ -243,13 +368,24 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
   out.itc = do_itc ? static_cast<double>(st.losses(0)) : 0.0;
   out.itm = do_itm ? static_cast<double>(st.losses(1)) : 0.0;
   out.itg = do_itg ? static_cast<double>(st.losses(2)) : 0.0;
+  double itg_share = 1;  // W n_r / N: this rank's ITG tokens against the world's mean
+  if (world) {
+    // ITC and ITM are means over rows, B per rank: the world's is the mean of the ranks'. ITG's is over
+    // counted tokens, which differ by rank: sum(n_r loss_r) / sum(n_r).
+    const double n_r = do_itg ? static_cast<double>(st.itg.count(0)) : 0.0;  // tokens ITG counted here
+    std::array<double, 4> sums{out.itc, out.itm, do_itg ? n_r * out.itg : 0.0, do_itg ? n_r : 0.0};
+    comm.all_reduce_sum(std::span<double>(sums));
+    out.itc = sums[0] / W, out.itm = sums[1] / W;
+    out.itg = sums[3] > 0 ? sums[2] / sums[3] : 0.0;
+    itg_share = sums[3] > 0 ? W * n_r / sums[3] : 0.0;
+  }
   out.total = stage1_total(opt.weights, out.itc, out.itm, out.itg);
 
   // ---- backward: d total / d each loss is its weight ----
   const stage1_dlosses dl = stage1_backward(opt.weights);
   st.dlosses(0) = static_cast<T>(dl.itc);
   st.dlosses(1) = static_cast<T>(dl.itm);
-  st.dlosses(2) = static_cast<T>(dl.itg);
+  st.dlosses(2) = static_cast<T>(dl.itg * itg_share);
   if (do_itg) {
     // loss_itg -> the LM head (and the tied word embeddings) -> the text rows of the cached-K/V pass
     itg_backward(be, st.ditg_rows, m.g.lm_head, m.g.word_embeddings, tensor_view<const T, 1>(st.dlosses.data() + 2, {1}),
@@ -264,12 +400,21 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
     itm_head_backward(be, st.itm_head, m.w.itm_head, m.g.itm_head, detail::as_const(st.ditm_logits),
                       row_range(st.ditm_rows, 0, Q * 3 * B));
     qformer_backward(be, m, st.itm_pass, detail::as_const(st.ditm_rows));  // adds into the image K/V gradients
+    if (world) encode_image_kv_backward(be, m, st.table_kv);                 // the table's K/V projections
   }
   fill(be, st.dimage_rows, T{});
   if (do_itc) {
     // loss_itc -> features (and temp) -> projections -> query_output and the text pass's [CLS] row
     itc_backward(be, tensor_view<T, 3>(st.dimage_feats.data(), {B, Q, D}), st.dtext_feat, m.g.temp,
                  tensor_view<const T, 1>(st.dlosses.data(), {1}), st.itc);
+    if (world && !opt.itc_detach_gathered_side) {
+      // the full gradient: every rank's loss reads every rank's features; each rank's gradient of its
+      // loss with respect to all W B columns, summed over the ranks, block r to rank r
+      const std::size_t nf = static_cast<std::size_t>(B * Q * D), nt = static_cast<std::size_t>(B * D);
+      std::copy_n(st.dimage_feats.data(), nf, st.itc.dimage_all.data() + off * Q * D);  // the local block, both ways
+      comm.reduce_scatter_sum(std::span<const T>(st.itc.dimage_all.data(), nf * W), std::span<T>(st.dimage_feats.data(), nf));
+      comm.reduce_scatter_sum(std::span<const T>(st.itc.dtext_all.data(), nt * W), std::span<T>(st.dtext_feat.data(), nt));
+    }
     projection_backward(be, st.image_proj, m.w.vision_projection, m.g.vision_projection,
                         detail::as_const(tensor_view<T, 2>(st.dimage_feats.data(), {B * Q, D})),
                         tensor_view<T, 2>(st.dquery_output.data(), {B * Q, C}));
@@ -282,6 +427,15 @@ stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, cons
   if (do_itc || do_itg) qformer_backward(be, m, st.image_pass, detail::as_const(st.dimage_rows));
   encode_image_kv_backward(be, m, st.kv);  // the image K/V projections; the encoder is frozen
   return out;
+}
+
+// One process: the whole batch (the default communicator).
+template <backend Be, class T, class Sampler>
+stage1_losses stage1_step(Be& be, qformer_model<T>& m, stage1_state<T>& st, const stage1_batch<T>& batch, Sampler& sampler,
+                          const stage1_options& opt, std::span<const index_t> fixed_neg_image = {},
+                          std::span<const index_t> fixed_neg_text = {}) {
+  single_process_communicator one;
+  return stage1_step(be, one, m, st, batch, sampler, opt, fixed_neg_image, fixed_neg_text);
 }
 
 }  // namespace blip2
