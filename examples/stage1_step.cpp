@@ -22,9 +22,17 @@
 //     exits with a status, it never crashes on bad input, and it never writes a non-finite loss or
 //     gradient as if it were a result.
 //
+//   - data parallelism (when built with blip2::mpi): under `mpirun -np W stage1_step ...` every rank
+//     reads the same IN, takes its contiguous shard of the batch (rank r: pairs [r B/W, (r+1) B/W); B must
+//     be divisible by W), and the step sees the world batch as LAVIS's does (train/stage1_step.hpp): ITC
+//     against every rank's features, ITM negatives from the whole batch (itm_neg_*_idx are global
+//     indices), the gradients averaged over the ranks. Rank 0 writes OUT: without dropout it holds what
+//     one process writes for the whole batch, to rounding. A rank that fails ends the job (MPI_Abort)
+//     rather than leaving the others waiting.
+//
 // Usage:
-//   stage1_step --model DIR --inputs IN.safetensors --output OUT.safetensors [--backend reference|onednn]
-//               [--seed N]
+//   [mpirun -np W] stage1_step --model DIR --inputs IN.safetensors --output OUT.safetensors
+//               [--backend reference|onednn] [--seed N]
 // DIR holds config.json and model.safetensors (with cls.predictions.transform.*, cls.predictions.bias
 // and temp (0-d) besides the Q-Former and its retrieval heads). IN holds
 //   image_embeds       float (B, N, E)   the frozen image encoder's output, E = encoder_hidden_size
@@ -38,9 +46,11 @@
 // B >= 2: a batch of one pair has no negative for ITM.
 // [DEC] (the id that replaces [CLS] for ITG) is qformer_config.bos_token_id when config.json has one,
 // else vocab_size - 1. --seed (default 0) seeds the dropout masks and the sampled negatives.
-// OUT (float32) holds loss_itc, loss_itm, loss_itg (0-d) and grad.<name> for every parameter the model
+// OUT holds loss_itc, loss_itm, loss_itg (float32, 0-d), grad.<name> (float32) for every parameter the model
 // uses (every tensor of model.safetensors that belongs to the Q-Former and its heads), shaped like it:
-// the gradient of loss_itc + loss_itm + loss_itg. The image embeddings are frozen: no gradient.
+// the gradient of loss_itc + loss_itm + loss_itg; and itm_neg_image_idx, itm_neg_text_idx (int64, (B)):
+// the negatives the step used (given or drawn), to replay them. The image embeddings are frozen: no
+// gradient.
 // Exit status: 0 success, 1 a failure (message on stderr), 2 a usage error.
 #include <cmath>
 #include <cstdint>
@@ -51,6 +61,7 @@
 #include <string>
 #include <vector>
 
+#include "blip2/dist/average_gradients.hpp"
 #include "blip2/io/qformer_checkpoint.hpp"
 #include "blip2/io/safetensors.hpp"
 #include "blip2/mining/blip2_sampler.hpp"
@@ -58,6 +69,9 @@
 #include "blip2/train/stage1_step.hpp"
 #include "cli.hpp"
 #include "precomputed_inputs.hpp"
+#ifdef BLIP2_HAS_MPI
+#include "blip2/dist/mpi_communicator.hpp"
+#endif
 
 using namespace blip2;
 
@@ -65,7 +79,7 @@ namespace {
 
 constexpr const char* usage_line =
     "usage: stage1_step --model DIR --inputs IN.safetensors --output OUT.safetensors [--backend reference|onednn] "
-    "[--seed N]";
+    "[--seed N]\n       (data parallel, with blip2::mpi: mpirun -np W stage1_step ...)";
 
 struct options {
   std::filesystem::path model, inputs, output;
@@ -158,18 +172,22 @@ inputs read_inputs(const std::filesystem::path& path, const qformer_model_config
   return in;
 }
 
-template <class Be>
-void run(Be& be, const options& opt) {
+template <class Be, class Comm>
+void run(Be& be, Comm& comm, const options& opt) {
   auto m = load_stage1_model(opt.model);
   const auto& cfg = m.config();
   const auto in = read_inputs(opt.inputs, cfg);
   const index_t B = in.B;
+  // this rank's shard: pairs [a, a + n)
+  const index_t W = comm.size(), n = B / W, a = comm.rank() * n;
+  BLIP2_CHECK(B % W == 0, value_error, cli::inputs_where(opt.inputs), ": the batch has B = ", B, " pairs, which ", W,
+              " ranks cannot share evenly (rank r takes pairs [r B/W, (r+1) B/W)); give a B divisible by ", W);
 
   stage1_batch<float> batch;
-  batch.image_embeds = tensor_view<const float, 3>(in.image.data.data(), {B, in.N, in.E});
-  batch.input_ids = tensor_view<const index_t, 2>(in.ids.data.data(), {B, in.T});
-  if (in.mask) batch.attention_mask = tensor_view<const index_t, 2>(in.mask->data.data(), {B, in.T});
-  if (in.image_ids) batch.image_ids = tensor_view<const index_t, 1>(in.image_ids->data.data(), {B});
+  batch.image_embeds = tensor_view<const float, 3>(in.image.data.data() + a * in.N * in.E, {n, in.N, in.E});
+  batch.input_ids = tensor_view<const index_t, 2>(in.ids.data.data() + a * in.T, {n, in.T});
+  if (in.mask) batch.attention_mask = tensor_view<const index_t, 2>(in.mask->data.data() + a * in.T, {n, in.T});
+  if (in.image_ids) batch.image_ids = tensor_view<const index_t, 1>(in.image_ids->data.data() + a, {n});
   stage1_options so;
   so.training = true;  // dropout as config.json says
   so.seed = opt.seed;
@@ -177,13 +195,20 @@ void run(Be& be, const options& opt) {
   stage1_state<float> st;
   m.zero_grad();  // parameter gradients accumulate
   stage1_losses losses;
-  if (in.neg_image) {
-    fixed_sampler given(in.neg_image->data, in.neg_text->data);
-    losses = stage1_step(be, m, st, batch, given, so);
+  if (in.neg_image) {  // global indices: this rank's pairs' entries
+    auto shard = [&](const std::vector<index_t>& v) { return std::vector<index_t>(v.begin() + a, v.begin() + a + n); };
+    fixed_sampler given(shard(in.neg_image->data), shard(in.neg_text->data));
+    losses = stage1_step(be, comm, m, st, batch, given, so);
   } else {
     blip2_sampler sampler;
-    losses = stage1_step(be, m, st, batch, sampler, so);
+    losses = stage1_step(be, comm, m, st, batch, sampler, so);
   }
+  average_gradients(comm, m.gradients());
+  // the negatives every rank used, in pair order
+  std::vector<index_t> neg_image(static_cast<std::size_t>(B)), neg_text(static_cast<std::size_t>(B));
+  comm.all_gather(std::span<const index_t>(st.neg_image), std::span<index_t>(neg_image));
+  comm.all_gather(std::span<const index_t>(st.neg_text), std::span<index_t>(neg_text));
+  if (comm.rank() != 0) return;  // rank 0 writes
 
   // a diverged step is reported, not written as a result
   for (const auto& [name, value] : {std::pair{"loss_itc", losses.itc}, std::pair{"loss_itm", losses.itm},
@@ -199,21 +224,39 @@ void run(Be& be, const options& opt) {
                   g.data()[k], " at flat index ", k, ")");
   });
   for (auto& e : qformer_entries(m, true, "grad.")) out.push_back(std::move(e));
+  out.push_back(safetensors_entry::of("itm_neg_image_idx", tensor_view<const index_t, 1>(neg_image.data(), {B})));
+  out.push_back(safetensors_entry::of("itm_neg_text_idx", tensor_view<const index_t, 1>(neg_text.data(), {B})));
   save_safetensors(opt.output, out,
                    {{"format", "pt"},
                     {"backend", std::string(Be::name)},
                     {"negatives", in.neg_image ? "given" : "sampled"},
-                    {"seed", std::to_string(opt.seed)}});
-  std::printf("stage1_step: %s backend, %lld pairs, negatives %s (seed %llu): loss_itc %.6f, loss_itm %.6f, "
-              "loss_itg %.6f -> %s\n",
-              Be::name, static_cast<long long>(B), in.neg_image ? "given" : "sampled",
+                    {"seed", std::to_string(opt.seed)},
+                    {"ranks", std::to_string(W)}});
+  std::printf("stage1_step: %s backend, %lld pairs over %lld rank(s), negatives %s (seed %llu): loss_itc %.6f, "
+              "loss_itm %.6f, loss_itg %.6f -> %s\n",
+              Be::name, static_cast<long long>(B), static_cast<long long>(W), in.neg_image ? "given" : "sampled",
               static_cast<unsigned long long>(opt.seed), losses.itc, losses.itm, losses.itg, opt.output.string().c_str());
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  return cli::run_main("stage1_step", usage_line, argc, argv, parse_args, [](const options& opt) {
-    return cli::with_backend(opt.backend, [&](auto& be) { return run(be, opt); });
+template <class Comm>
+int run_program(Comm& comm, int argc, char** argv) {
+  return cli::run_main("stage1_step", usage_line, argc, argv, parse_args, [&](const options& opt) {
+    return cli::with_backend(opt.backend, [&](auto& be) { return run(be, comm, opt); });
   });
+}
+
+int main(int argc, char** argv) {
+#ifdef BLIP2_HAS_MPI
+  if (mpi_session::launched_by_mpirun()) {
+    mpi_session mpi(argc, argv);
+    mpi_communicator comm;
+    const int rc = run_program(comm, argc, argv);
+    if (rc != 0 && comm.size() > 1) mpi_session::abort(rc);  // the other ranks may be waiting for this one
+    return rc;
+  }
+#endif
+  single_process_communicator one;
+  return run_program(one, argc, argv);
 }

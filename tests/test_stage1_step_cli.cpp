@@ -161,10 +161,16 @@ TEST_CASE("stage1_step: losses and every gradient equal the PyTorch fixture, on 
       for (const auto& name : want.names())
         if (name.rfind("grad.", 0) == 0 && name != "grad.image_embeds") expected_names.insert(name);
       const auto got_names = got.names();
-      CHECK(std::set<std::string>(got_names.begin(), got_names.end()) == expected_names);  // exactly these
+      auto with_negatives = expected_names;
+      with_negatives.insert({"itm_neg_image_idx", "itm_neg_text_idx"});
+      CHECK(std::set<std::string>(got_names.begin(), got_names.end()) == with_negatives);  // exactly these
       CHECK(expected_names.size() > 30);
       for (const auto& name : {"loss_itc", "loss_itm", "loss_itg"}) CHECK(got.info(name).shape.empty());  // 0-d
       for (const auto& name : expected_names) check_tensor(got, want, name);
+      // the negatives it used: the given ones
+      const auto in = safetensors_file::open(fixtures / fixture / "inputs.safetensors");
+      for (const auto& name : {"itm_neg_image_idx", "itm_neg_text_idx"})
+        CHECK(got.load_dynamic<index_t>(name).data == in.load_dynamic<index_t>(name).data);
       // the atomic writer leaves no temporary behind
       CHECK(std::distance(fs::directory_iterator(dir.path), fs::directory_iterator()) == 3);  // out + 2 logs
     }
@@ -366,3 +372,79 @@ TEST_CASE("stage1_step: bad input exits 1 with a message naming what is wrong") 
     CHECK_FALSE(fs::exists(dir / "no_such_dir"));
   }
 }
+
+#ifdef BLIP2_MPIEXEC
+// ---- under mpirun (blip2::mpi): W ranks, each on its shard of the batch, against one process ----
+namespace {
+
+// stage1_step under `mpirun -np W` (W = 1: without mpirun); Open MPI's settings come from the test's
+// environment (tests/CMakeLists.txt).
+result run_ranks(int W, const temp_dir& dir, const std::vector<std::string>& args) {
+  if (W == 1) return run(dir, args);
+  std::vector<std::string> full{"-np", std::to_string(W), exe};
+  full.insert(full.end(), args.begin(), args.end());
+  return run_program(BLIP2_MPIEXEC, dir, full, "OMP_NUM_THREADS=1");
+}
+
+// Every tensor of the W-rank output against the one-process output: losses and gradients within 1e-5
+// relative to the tensor's largest element (or 1e-3 of the largest gradient: the attention key biases'
+// gradients are 0 in exact arithmetic, rounding residue here; tests/test_data_parallel.cpp), negatives equal.
+void check_same_output(const fs::path& got_path, const fs::path& want_path) {
+  const auto got = safetensors_file::open(got_path), want = safetensors_file::open(want_path);
+  const auto names = want.names();
+  const auto got_names = got.names();
+  CHECK(std::set<std::string>(got_names.begin(), got_names.end()) == std::set<std::string>(names.begin(), names.end()));
+  double largest = 0;
+  for (const auto& name : names)
+    if (name.rfind("grad.", 0) == 0)
+      for (double v : want.load_dynamic<double>(name).data) largest = std::max(largest, std::abs(v));
+  for (const auto& name : names) {
+    INFO("tensor ", name);
+    if (name.rfind("itm_neg_", 0) == 0) {
+      CHECK(got.load_dynamic<index_t>(name).data == want.load_dynamic<index_t>(name).data);
+      continue;
+    }
+    const auto d = compare(got.load_dynamic<double>(name), want.load_dynamic<double>(name));
+    INFO("max diff ", d.maxdiff, ", largest magnitude ", d.maxref);
+    CHECK(d.finite);
+    CHECK(d.maxdiff <= 1e-5 * std::max(d.maxref, 1e-3 * largest));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("stage1_step under mpirun -np 2 and 4: the one-process output, given and sampled negatives") {
+  temp_dir dir;
+  // given negatives (the image-id fixture: ids shared by pairs, B = 4), and sampled ones (B = 8, no ids)
+  const auto fixture = fixtures / "stage1_imageids";
+  const auto sampled_in = dir / "sampled.safetensors";
+  save_batch(sampled_in, make_batch(8, 77));
+  for (const auto& [model, inputs] : {std::pair{fixture, fixture / "inputs.safetensors"},
+                                      std::pair{fixtures / "stage1_padded", sampled_in}}) {
+    CAPTURE(inputs);
+    const auto one = dir / "one.safetensors";
+    const auto r1 = run_ranks(1, dir, step_args(model, inputs, one));
+    INFO(r1.cmd, "\nstderr: ", r1.err);
+    REQUIRE(r1.status == 0);
+    for (int W : {2, 4}) {
+      CAPTURE(W);
+      const auto out = dir / ("ranks" + std::to_string(W) + ".safetensors");
+      const auto r = run_ranks(W, dir, step_args(model, inputs, out));
+      INFO(r.cmd, "\nstderr: ", r.err);
+      REQUIRE(r.status == 0);
+      CHECK(has(read_text(dir / "stdout.txt"), "over " + std::to_string(W) + " rank(s)"));
+      check_same_output(out, one);
+    }
+  }
+}
+
+TEST_CASE("stage1_step under mpirun: a batch the ranks cannot share is refused, naming B and W") {
+  temp_dir dir;
+  const auto out = dir / "out.safetensors";
+  const auto r = run_ranks(2, dir, step_args(fixtures / "stage1_padded", fixtures / "stage1_padded" / "inputs.safetensors", out));
+  INFO(r.cmd, "\nstderr: ", r.err);
+  CHECK(r.status != 0);
+  CHECK(has(r.err, "the batch has B = 3 pairs, which 2 ranks cannot share evenly"));
+  CHECK_FALSE(fs::exists(out));
+}
+#endif
