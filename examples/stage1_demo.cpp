@@ -11,6 +11,11 @@
 //               [--out DIR] [--seed S] [--backend onednn|reference] [--linear f32|bf16]
 //               [recipe flags: --help lists them]
 //
+// Data parallel (when built with blip2::mpi): `mpirun -np W stage1_demo ...` trains on the same world
+// batches as one process (--batch pairs a step, each rank drawing its contiguous shard), with the
+// world-batch objectives and averaged gradients (support/stage1_recipe.hpp, train_stage1); rank 0 writes
+// the outputs and evaluates, the other ranks only train.
+//
 // --linear bf16 rounds the inputs of every linear-layer product to bfloat16 (float32 products and sums:
 // onednn_backend::linear_precision), for comparing bf16 training numerics with float32's
 // (scripts/compare_curves.sh; the README's demo results have five seeds of it).
@@ -53,6 +58,10 @@
 #include <vector>
 
 #include "blip2/backend/onednn/onednn.hpp"
+#include "blip2/dist/communicator.hpp"
+#ifdef BLIP2_HAS_MPI
+#include "blip2/dist/mpi_communicator.hpp"
+#endif
 #include "blip2/train/csv_log.hpp"
 #include "blip2/train/progress.hpp"
 
@@ -114,11 +123,12 @@ options parse(int argc, char** argv) {
   return o;
 }
 
-template <class Be>
-int run(Be& be, const options& o) {
+template <class Be, class Comm>
+int run(Be& be, Comm& comm, const options& o) {
   const auto t_start = clock_type::now();
   auto seconds = [&] { return std::chrono::duration<double>(clock_type::now() - t_start).count(); };
-  std::filesystem::create_directories(o.out);
+  const bool lead = comm.rank() == 0;  // rank 0 prints, writes and evaluates
+  if (lead) std::filesystem::create_directories(o.out);
 
   // ---- data: a world of scenes, train on some attribute combinations, evaluate on held-out ones ----
   const stage1_recipe& r = o.r;
@@ -126,6 +136,12 @@ int run(Be& be, const options& o) {
   const frozen_patch_encoder encoder(encoder_config(r));
   synthetic::eval_set eval = synthetic::build_eval_set(world, o.eval, o.seed + 100);
   const index_t H = world.config().image_size, T = world.num_tokens(), N = encoder.num_tokens(), E = encoder.dim();
+  if (!lead) {  // the other ranks train, in step with rank 0
+    qformer_model<float> m(demo_qformer_config(r, E));
+    initialise_qformer(m, o.seed, static_cast<float>(r.temp), r);
+    train_stage1(be, comm, r, world, encoder, m, o.seed, [](const stage1_step_report&) {});
+    return 0;
+  }
   std::printf("data: %lld training scenes, %lld held-out scenes; evaluation: %lld pairs with unique captions, "
               "%lld position / %lld colour / %lld size-swapped distractor pairs\n",
               static_cast<long long>(world.train_scenes().size()), static_cast<long long>(world.held_out_scenes().size()),
@@ -136,16 +152,16 @@ int run(Be& be, const options& o) {
   qformer_model<float> m(demo_qformer_config(r, E));
   initialise_qformer(m, o.seed, static_cast<float>(r.temp), r);
   std::printf("model: Q-Former %lld layers, hidden %lld, %lld queries, %lld parameters; objectives %s; "
-              "batch %lld, %lld steps, backend %s, linear inputs %s\n",
+              "batch %lld, %lld steps, backend %s, linear inputs %s, %d rank(s)\n",
               static_cast<long long>(m.config().qformer.num_hidden_layers),
               static_cast<long long>(m.config().qformer.hidden_size), static_cast<long long>(m.config().num_query_tokens),
               static_cast<long long>(m.parameters().size()), r.objectives.c_str(), static_cast<long long>(r.batch),
-              static_cast<long long>(r.steps), Be::name, o.linear.c_str());
+              static_cast<long long>(r.steps), Be::name, o.linear.c_str(), comm.size());
 
   // ---- train ----
   csv_log csv = csv_log::stage1((std::filesystem::path(o.out) / "losses.csv").string());
   progress_bar bar(r.steps, {.label = "stage 1"});
-  const stage1_losses tail = train_stage1(be, r, world, encoder, m, o.seed, [&](const stage1_step_report& s) {
+  const stage1_losses tail = train_stage1(be, comm, r, world, encoder, m, o.seed, [&](const stage1_step_report& s) {
     const auto& l = s.losses;
     csv.row(stage1_row{s.step, l.itc, l.itm, l.itg, l.total, s.lr, seconds()});
     bar.update(s.step, {{"itc", l.itc}, {"itm", l.itm}, {"itg", l.itg}}, s.lr);
@@ -240,30 +256,44 @@ int run(Be& be, const options& o) {
               train_seconds, total_seconds - train_seconds, total_seconds);
   std::printf("{\"t2i_r1\": %.4f, \"i2t_r1\": %.4f, \"t2i_r5\": %.4f, \"i2t_r5\": %.4f, \"itc_t2i_r1\": %.4f, "
               "\"itc_i2t_r1\": %.4f, \"itc_t2i_r5\": %.4f, \"itc_i2t_r5\": %.4f, \"ranking\": \"%s\", \"objectives\": \"%s\", \"linear\": \"%s\", \"candidates\": %lld, \"steps\": %lld, "
-              "\"final_loss_itc\": %.4f, \"final_loss_itm\": %.4f, \"final_loss_itg\": %.4f, \"train_seconds\": %.1f, \"seconds\": %.1f}\n",
+              "\"final_loss_itc\": %.4f, \"final_loss_itm\": %.4f, \"final_loss_itg\": %.4f, \"ranks\": %d, \"train_seconds\": %.1f, \"seconds\": %.1f}\n",
               final_result.t2i.r1, final_result.i2t.r1, final_result.t2i.r5, final_result.i2t.r5, itc.t2i.r1, itc.i2t.r1, itc.t2i.r5, itc.i2t.r5,
               final_kind.c_str(), r.objectives.c_str(), o.linear.c_str(), static_cast<long long>(Ne), static_cast<long long>(r.steps),
-              tail.itc, tail.itm, tail.itg, train_seconds, total_seconds);
+              tail.itc, tail.itm, tail.itg, comm.size(), train_seconds, total_seconds);
   return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  options o = parse(argc, argv);
+template <class Comm>
+int run_demo(Comm& comm, options o) {
   try {
     if (o.onednn) {
       using precision = onednn_backend::linear_precision;
       onednn_backend be;  // its default: BLIP2_ONEDNN_LINEAR, else f32
       if (!o.linear.empty()) be.set_linear(o.linear == "bf16" ? precision::bf16 : precision::f32);
       o.linear = be.linear() == precision::bf16 ? "bf16" : "f32";
-      return run(be, o);
+      return run(be, comm, o);
     }
     o.linear = "f32";
     reference_backend be;
-    return run(be, o);
+    return run(be, comm, o);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "stage1_demo: %s\n", e.what());
     return 1;
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+#ifdef BLIP2_HAS_MPI
+  if (mpi_session::launched_by_mpirun()) {
+    mpi_session mpi(argc, argv);
+    mpi_communicator comm;
+    const int rc = run_demo(comm, parse(argc, argv));
+    if (rc != 0 && comm.size() > 1) mpi_session::abort(rc);  // the other ranks may be waiting for this one
+    return rc;
+  }
+#endif
+  single_process_communicator one;
+  return run_demo(one, parse(argc, argv));
 }

@@ -22,6 +22,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "blip2/dist/average_gradients.hpp"
 #include "blip2/mining/blip2_sampler.hpp"
 #include "blip2/mining/hardest_sampler.hpp"
 #include "blip2/mining/uniform_sampler.hpp"
@@ -260,20 +261,27 @@ struct stage1_step_report {
 };
 
 // Trains m with the recipe for o.steps steps of stream `seed`; on_step(report) after each update.
-// Returns the mean losses over the last tenth of the steps.
-template <class Be, class OnStep>
-stage1_losses train_stage1(Be& be, const stage1_recipe& o, const synthetic::shapes_world& world,
+// Returns the mean losses over the last tenth of the steps (the world batch's).
+// Over the W ranks of comm (data parallel), each step's batch of o.batch pairs is the same world batch as
+// in one process, split in contiguous shards (rank r draws pairs [r o.batch/W, (r+1) o.batch/W) of the
+// step); the step sees the world batch (train/stage1_step.hpp) and the gradients are averaged before
+// clipping, so every rank makes the same update (m must start equal on every rank: the same seed).
+template <class Be, class Comm, class OnStep>
+stage1_losses train_stage1(Be& be, Comm& comm, const stage1_recipe& o, const synthetic::shapes_world& world,
                            const frozen_patch_encoder& encoder, qformer_model<float>& m, std::uint64_t seed, OnStep&& on_step) {
+  const index_t W = comm.size(), Bl = o.batch / W;
+  BLIP2_CHECK(o.batch % W == 0, value_error, "train_stage1: --batch ", o.batch, " cannot be shared evenly by ", W,
+              " ranks; give a batch divisible by ", W);
   adamw_options ao;
   ao.weight_decay = o.wd;
   auto optim = make_adamw(m, ao);
   warmup_cosine_schedule lr{.base_lr = o.lr, .min_lr = o.min_lr, .warmup_start_lr = std::min(o.min_lr, o.lr),
                             .warmup_steps = std::min<index_t>(o.warmup, o.steps / 5), .total_steps = o.steps};
   const index_t H = world.config().image_size, T = world.num_tokens(), N = encoder.num_tokens(), E = encoder.dim();
-  host_tensor<float, 4> images({o.batch, H, H, 3});
-  host_tensor<index_t, 2> ids({o.batch, T}), mask({o.batch, T});
-  host_tensor<float, 3> embeds({o.batch, N, E});
-  std::vector<synthetic::scene> scenes(static_cast<std::size_t>(o.batch));
+  host_tensor<float, 4> images({Bl, H, H, 3});
+  host_tensor<index_t, 2> ids({Bl, T}), mask({Bl, T});
+  host_tensor<float, 3> embeds({Bl, N, E});
+  std::vector<synthetic::scene> scenes(static_cast<std::size_t>(Bl));
   feature_cache features(world, encoder, o.jitter == 0 && o.noise == 0);
   stage1_state<float> st;
   blip2_sampler sampler;
@@ -285,7 +293,8 @@ stage1_losses train_stage1(Be& be, const stage1_recipe& o, const synthetic::shap
   stage1_losses last{}, tail{};  // tail: the mean over the last tenth of the steps
   const index_t tail_from = o.steps - std::max<index_t>(1, o.steps / 10);
   for (index_t step = 0; step < o.steps; ++step) {
-    world.train_batch(seed, static_cast<std::uint64_t>(step * o.batch), images.view(), ids.view(), mask.view(), scenes);
+    world.train_batch(seed, static_cast<std::uint64_t>(step * o.batch + comm.rank() * Bl), images.view(), ids.view(),
+                      mask.view(), scenes);
     features.encode(::blip2::detail::as_const(images.view()), scenes, embeds.view());
     so.seed = seed * 1000003u + static_cast<std::uint64_t>(step);
     stage1_batch<float> batch{::blip2::detail::as_const(embeds.view()), ::blip2::detail::as_const(ids.view()),
@@ -294,11 +303,12 @@ stage1_losses train_stage1(Be& be, const stage1_recipe& o, const synthetic::shap
     so.weights = o.weights;
     if (step < o.itm_start || (step - o.itm_start) % std::max<index_t>(1, o.itm_every) != 0) so.weights.itm = 0;
     if (so.weights.itm != 0 && (step < o.uniform_steps || o.sampler == "uniform"))
-      last = stage1_step(be, m, st, batch, uniform, so);
+      last = stage1_step(be, comm, m, st, batch, uniform, so);
     else if (so.weights.itm != 0 && o.sampler == "hardest")
-      last = stage1_step(be, m, st, batch, hardest, so);
+      last = stage1_step(be, comm, m, st, batch, hardest, so);
     else
-      last = stage1_step(be, m, st, batch, sampler, so);
+      last = stage1_step(be, comm, m, st, batch, sampler, so);
+    average_gradients(comm, m.gradients());
     clip_grad_norm(m.gradients(), o.clip);
     if (step >= tail_from) {
       const double n = static_cast<double>(o.steps - tail_from);
@@ -310,6 +320,14 @@ stage1_losses train_stage1(Be& be, const stage1_recipe& o, const synthetic::shap
     on_step(stage1_step_report{step + 1, last, rate});
   }
   return tail;
+}
+
+// One process.
+template <class Be, class OnStep>
+stage1_losses train_stage1(Be& be, const stage1_recipe& o, const synthetic::shapes_world& world,
+                           const frozen_patch_encoder& encoder, qformer_model<float>& m, std::uint64_t seed, OnStep&& on_step) {
+  single_process_communicator one;
+  return train_stage1(be, one, o, world, encoder, m, seed, std::forward<OnStep>(on_step));
 }
 
 }  // namespace blip2::demo
