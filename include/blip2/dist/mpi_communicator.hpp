@@ -20,8 +20,11 @@
 // Counts: MPI counts are int. all_reduce_sum and broadcast split larger buffers into chunks; the gathers and
 // all_to_all_v refuse a block of more than INT_MAX elements.
 //
-// stats() counts, per operation kind, the calls, the bytes this rank sent and the seconds it spent inside
-// MPI (wall clock, waiting included): the benchmarks read them.
+// stats() counts, per operation kind, the calls, the payload bytes this rank handed to MPI (its buffer for
+// an all-reduce or a broadcast from it, its block for a gather, what it sends to others in all_to_all_v, the
+// whole input of a reduce-scatter) and the seconds it spent inside MPI (wall clock, waiting included): the
+// benchmarks read them. What travels on the wire depends on MPI's algorithm (a ring all-reduce sends
+// 2 (W-1)/W of the buffer).
 #pragma once
 #include <mpi.h>
 
@@ -75,7 +78,7 @@ class mpi_session {
   bool owner_ = false;
 };
 
-// What a communicator has done (per operation kind): calls, bytes this rank sent, seconds inside MPI.
+// What a communicator has done (per operation kind): calls, payload bytes, seconds inside MPI.
 struct comm_counter {
   std::int64_t calls = 0;
   double bytes_sent = 0, seconds = 0;

@@ -30,9 +30,10 @@
 //   ITM   negatives drawn from the world's similarities (the samplers key their draws by global row, so the
 //         choice does not depend on W); fixed negatives are global indices. The chosen negative texts' ids
 //         come from an all-gather of the (small) id and mask tables; the chosen negative images' embeddings
-//         are fetched from their owners (dist/fetch_rows.hpp), and their K/V computed here, with the local
-//         images', for the joint pass. The embeddings are frozen, so no gradient goes back to the owner: the
-//         K/V projections' gradients are this rank's and are averaged with every other parameter's.
+//         are fetched from their owners (dist/fetch_rows.hpp) and their K/V projected here (the local
+//         images' are reused: models/qformer/image_kv.hpp, concat_image_kv). The embeddings are frozen, so
+//         no gradient goes back to the owner: the K/V projections' gradients are this rank's and are
+//         averaged with every other parameter's.
 //   ITG   local; its token mean is over the world's counted tokens (each rank's loss weighted by its share).
 // Returned losses are the world batch's. The parameter gradients in model.g are this rank's part: call
 // average_gradients(comm, model.gradients()) (dist/average_gradients.hpp) after the step; then they equal
@@ -105,9 +106,9 @@ struct stage1_state {
   std::vector<T> storage;
   // over W > 1 ranks only: the world's features and texts, the ITM image table (local images, then the
   // fetched negatives) and its K/V
-  std::vector<T> world_image_feats, world_text_feat, extra_image_feats, extra_text_feat, table_embeds;
+  std::vector<T> world_image_feats, world_text_feat, extra_image_feats, extra_text_feat, fetched_embeds;
   std::vector<index_t> world_ids, world_mask, world_image_ids, fetched, pair_table;
-  image_kv_state<T> table_kv;
+  image_kv_state<T> fetched_kv, table_kv;  // the fetched images' K/V; the local and fetched ones joined
 };
 
 namespace detail {
@@ -314,10 +315,9 @@ stage1_losses stage1_step(Be& be, Comm& comm, qformer_model<T>& m, stage1_state<
       std::sort(st.fetched.begin(), st.fetched.end());
       st.fetched.erase(std::unique(st.fetched.begin(), st.fetched.end()), st.fetched.end());
       const index_t R = static_cast<index_t>(st.fetched.size());
-      st.table_embeds.resize(static_cast<std::size_t>((B + R) * N * E));
-      std::copy_n(batch.image_embeds.data(), B * N * E, st.table_embeds.data());
+      st.fetched_embeds.resize(static_cast<std::size_t>(R * N * E));
       fetch_rows(comm, std::span<const index_t>(st.fetched), tensor_view<const T, 2>(batch.image_embeds.data(), {B, N * E}),
-                 tensor_view<T, 2>(st.table_embeds.data() + B * N * E, {R, N * E}));
+                 tensor_view<T, 2>(st.fetched_embeds.data(), {R, N * E}));
       st.pair_table.resize(st.pair_image.size());
       for (std::size_t k = 0; k < st.pair_image.size(); ++k) {
         const index_t g = st.pair_image[k];
@@ -325,8 +325,12 @@ stage1_losses stage1_step(Be& be, Comm& comm, qformer_model<T>& m, stage1_state<
                                ? g - off
                                : B + (std::lower_bound(st.fetched.begin(), st.fetched.end(), g) - st.fetched.begin());
       }
-      encode_image_kv(be, m, st.table_kv, tensor_view<const T, 3>(st.table_embeds.data(), {B + R, N, E}));
-      jp.image = &st.table_kv;
+      // the table's K/V: the local images' (computed above) and the fetched ones', projected here
+      if (R > 0) {
+        encode_image_kv(be, m, st.fetched_kv, tensor_view<const T, 3>(st.fetched_embeds.data(), {R, N, E}));
+        concat_image_kv(be, m, st.table_kv, st.kv, st.fetched_kv);
+      }
+      jp.image = R > 0 ? &st.table_kv : &st.kv;
       jp.image_index = st.pair_table;
     }
     jp.training = opt.training;
@@ -400,7 +404,10 @@ stage1_losses stage1_step(Be& be, Comm& comm, qformer_model<T>& m, stage1_state<
     itm_head_backward(be, st.itm_head, m.w.itm_head, m.g.itm_head, detail::as_const(st.ditm_logits),
                       row_range(st.ditm_rows, 0, Q * 3 * B));
     qformer_backward(be, m, st.itm_pass, detail::as_const(st.ditm_rows));  // adds into the image K/V gradients
-    if (world) encode_image_kv_backward(be, m, st.table_kv);                 // the table's K/V projections
+    if (world && !st.fetched.empty()) {  // the table's K/V gradients: the local images', the fetched ones'
+      split_image_kv_grads(be, m, st.table_kv, st.kv, st.fetched_kv);
+      encode_image_kv_backward(be, m, st.fetched_kv);  // the K/V projections' share of the fetched images
+    }
   }
   fill(be, st.dimage_rows, T{});
   if (do_itc) {

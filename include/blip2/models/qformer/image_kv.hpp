@@ -5,6 +5,8 @@
 // encode_image_kv() computes them once; every pass that cross-attends reads them (ITM's pairs through an
 // index, for_pass()), and adds its gradient into dk[l], dv[l]; encode_image_kv_backward() turns those
 // into the gradients of the image embeddings and of the key/value weights.
+// concat_image_kv() joins two states' K/V (copies, no projection) so that one pass reads both image sets
+// through one index; split_image_kv_grads() adds that pass's K/V gradients back into the two states.
 #pragma once
 #include <vector>
 
@@ -146,6 +148,64 @@ void encode_image_kv_backward(Be& be, qformer_model<T, Space>& m, image_kv_state
                     grad_write::accumulate);
     linear_backward(be, drows, cg.value.weight, cg.value.bias, flat_rows(st.dv[l]), img_rows, cw.value.weight,
                     grad_write::accumulate);
+  }
+}
+
+namespace detail {
+// images [i0, i0 + n) of a (B, N, C) K/V view
+template <class T, memory_space Space>
+tensor_view<T, 3, Space> image_block(const tensor_view<T, 3, Space>& v, index_t i0, index_t n) {
+  return {v.data() + i0 * v.extent(1) * v.extent(2), {n, v.extent(1), v.extent(2)}};
+}
+}  // namespace detail
+
+// out = [a ; b] along the images: k[l], v[l] (a.B + b.B, N, C) copied from both, gradients zeroed. out has
+// no image embeddings (out.image is empty): its gradients go back with split_image_kv_grads, not
+// encode_image_kv_backward.
+template <backend Be, class T, memory_space Space>
+void concat_image_kv(Be& be, const qformer_model<T, Space>& m, image_kv_state<T, Space>& out, const image_kv_state<T, Space>& a,
+                     const image_kv_state<T, Space>& b) {
+  BLIP2_CHECK(a.N == b.N, shape_error, "concat_image_kv: the states have ", a.N, " and ", b.N, " image tokens");
+  const index_t B = a.B + b.B, N = a.N, C = m.config().qformer.hidden_size;
+  const std::size_t L = m.w.layers.size();
+  out.B = B;
+  out.N = N;
+  out.image = {};
+  lay_out(out.storage, [&](auto& al) {
+    out.k.assign(L, {});
+    out.v.assign(L, {});
+    out.dk.assign(L, {});
+    out.dv.assign(L, {});
+    for (std::size_t l = 0; l < L; ++l) {
+      if (!m.w.layers[l].has_cross) continue;
+      out.k[l] = al.template take<3>({B, N, C});
+      out.v[l] = al.template take<3>({B, N, C});
+      out.dk[l] = al.template take<3>({B, N, C});
+      out.dv[l] = al.template take<3>({B, N, C});
+    }
+  });
+  for (std::size_t l = 0; l < L; ++l) {
+    if (!m.w.layers[l].has_cross) continue;
+    copy(be, detail::image_block(out.k[l], 0, a.B), detail::as_const(a.k[l]));
+    copy(be, detail::image_block(out.k[l], a.B, b.B), detail::as_const(b.k[l]));
+    copy(be, detail::image_block(out.v[l], 0, a.B), detail::as_const(a.v[l]));
+    copy(be, detail::image_block(out.v[l], a.B, b.B), detail::as_const(b.v[l]));
+    fill(be, out.dk[l], T{});
+    fill(be, out.dv[l], T{});
+  }
+}
+
+// a.dk, a.dv += out's gradients of images [0, a.B); b.dk, b.dv += those of [a.B, a.B + b.B).
+template <backend Be, class T, memory_space Space>
+void split_image_kv_grads(Be& be, const qformer_model<T, Space>& m, const image_kv_state<T, Space>& out,
+                          image_kv_state<T, Space>& a, image_kv_state<T, Space>& b) {
+  BLIP2_CHECK(out.B == a.B + b.B, shape_error, "split_image_kv_grads: ", out.B, " images are not ", a.B, " + ", b.B);
+  for (std::size_t l = 0; l < m.w.layers.size(); ++l) {
+    if (!m.w.layers[l].has_cross) continue;
+    axpy(be, a.dk[l], detail::as_const(detail::image_block(out.dk[l], 0, a.B)));
+    axpy(be, a.dv[l], detail::as_const(detail::image_block(out.dv[l], 0, a.B)));
+    axpy(be, b.dk[l], detail::as_const(detail::image_block(out.dk[l], a.B, b.B)));
+    axpy(be, b.dv[l], detail::as_const(detail::image_block(out.dv[l], a.B, b.B)));
   }
 }
 
