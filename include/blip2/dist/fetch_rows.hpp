@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "blip2/core/check.hpp"
 #include "blip2/dist/communicator.hpp"
 
 namespace blip2 {

@@ -26,6 +26,13 @@
 // benchmarks read them. What travels on the wire depends on MPI's algorithm (a ring all-reduce sends
 // 2 (W-1)/W of the buffer).
 #pragma once
+// MPI's C API only: the deprecated C++ bindings (removed in MPI 3.0) are not used, and their header warns
+#ifndef OMPI_SKIP_MPICXX
+#define OMPI_SKIP_MPICXX 1
+#endif
+#ifndef MPICH_SKIP_MPICXX
+#define MPICH_SKIP_MPICXX 1
+#endif
 #include <mpi.h>
 
 #include <chrono>

@@ -15,6 +15,12 @@
 //     image encoder here, as issue 13's list of trainable tensors has it.
 //   - accumulation: the loss of each micro-batch is a mean over its counted tokens; the step averages the
 //     micro-batches' gradients (equal weight each, as gradient accumulation over equal micro-batches does).
+//   - data parallel (step with a communicator, dist/communicator.hpp): each rank averages its own
+//     micro-batches, then average_gradients averages the ranks (equal weight each, as torch's DDP does and
+//     LAVIS's stage 2 therefore does), before the clipping; the reported loss is the ranks' mean. So W ranks
+//     with k micro-batches each take the step one process takes with the W k micro-batches, to rounding.
+//     Stage 2 has no objective that couples the ranks' examples (the LM loss is per caption), so nothing
+//     else crosses between ranks. Every rank makes the same update; rank 0 writes checkpoints.
 //   - checkpoints: io/stage2_checkpoint.hpp saves the Q-Former, the projection and both optimisers (moments,
 //     step counts, hyper-parameters) with the step and RNG state, and records the frozen decoder's
 //     configuration instead of its weights; loading into a freshly loaded model and a new trainer resumes
@@ -24,6 +30,7 @@
 #include <span>
 #include <vector>
 
+#include "blip2/dist/average_gradients.hpp"
 #include "blip2/models/blip2_opt/stage2.hpp"
 #include "blip2/optim/adamw.hpp"
 #include "blip2/optim/clip_grad.hpp"
@@ -55,6 +62,14 @@ class stage2_trainer {
   template <backend Be>
   stage2_step_result step(Be& be, blip2_opt_model<T>& m, std::span<const stage2_batch<T>> micro, double lr,
                           double clip = 1.0) {
+    single_process_communicator one;
+    return step(be, one, m, micro, lr, clip);
+  }
+
+  // The same over the ranks of comm: each rank passes its own micro-batches (see "data parallel" above).
+  template <backend Be, communicator Comm>
+  stage2_step_result step(Be& be, Comm& comm, blip2_opt_model<T>& m, std::span<const stage2_batch<T>> micro, double lr,
+                          double clip = 1.0) {
     BLIP2_CHECK(!micro.empty(), value_error, "stage2_trainer::step: no micro-batch");
     m.zero_grad(be);
     stage2_step_result r;
@@ -67,6 +82,13 @@ class stage2_trainer {
     auto gq = m.qformer.gradients();
     auto gp = std::span<T>(m.projection.gradient_view().data(), static_cast<std::size_t>(m.projection.gradient_view().size()));
     if (micro.size() > 1) scale_grad(gq, 1.0 / n), scale_grad(gp, 1.0 / n);
+    if (comm.size() > 1) {  // the ranks' mean: gradients and loss
+      average_gradients(comm, gq);
+      average_gradients(comm, gp);
+      double loss = r.loss;
+      comm.all_reduce_sum(std::span<double>(&loss, 1));
+      r.loss = loss / comm.size();
+    }
     const double nq = grad_norm(gq), np = grad_norm(gp);
     r.grad_norm = std::sqrt(nq * nq + np * np);
     BLIP2_CHECK(std::isfinite(r.loss) && std::isfinite(r.grad_norm), value_error, "stage2_trainer::step: loss ", r.loss,
