@@ -50,6 +50,27 @@ void scatter_add_images(Be& be, tensor_view<T, 3, Space> dsrc, tensor_view<T, 3,
   embedding_backward(be, tensor_view<T, 2, Space>(dsrc.data(), {dsrc.extent(0), NC}),
                      tensor_view<const T, 2, Space>(ddst.data(), {B, NC}), index);
 }
+// st's K/V and their gradients, (B, N, C) per layer with cross-attention (empty views elsewhere)
+template <class T, memory_space Space>
+void lay_out_image_kv(const qformer_model<T, Space>& m, image_kv_state<T, Space>& st, index_t B, index_t N) {
+  const index_t C = m.config().qformer.hidden_size;
+  const std::size_t L = m.w.layers.size();
+  st.B = B;
+  st.N = N;
+  lay_out(st.storage, [&](auto& a) {
+    st.k.assign(L, {});
+    st.v.assign(L, {});
+    st.dk.assign(L, {});
+    st.dv.assign(L, {});
+    for (std::size_t l = 0; l < L; ++l) {
+      if (!m.w.layers[l].has_cross) continue;
+      st.k[l] = a.template take<3>({B, N, C});
+      st.v[l] = a.template take<3>({B, N, C});
+      st.dk[l] = a.template take<3>({B, N, C});
+      st.dv[l] = a.template take<3>({B, N, C});
+    }
+  });
+}
 }  // namespace detail
 
 // The image K/V that one pass's batch elements attend to in layer l: the images themselves (index empty:
@@ -103,24 +124,10 @@ void encode_image_kv(Be& be, const qformer_model<T, Space>& m, image_kv_state<T,
   BLIP2_CHECK(img.is_contiguous(), shape_error, "qformer: image_embeds of shape ", shape_string(img), " must be contiguous");
   BLIP2_CHECK(img.extent(1) > 0, shape_error, "qformer: image_embeds has shape ", shape_string(img),
               ": cross-attention needs at least one image token (N >= 1)");
-  const index_t B = img.extent(0), N = img.extent(1), C = cfg.hidden_size;
+  const index_t B = img.extent(0), N = img.extent(1);
   const std::size_t L = m.w.layers.size();
-  st.B = B;
-  st.N = N;
+  detail::lay_out_image_kv(m, st, B, N);
   st.image = img;
-  lay_out(st.storage, [&](auto& a) {
-    st.k.assign(L, {});
-    st.v.assign(L, {});
-    st.dk.assign(L, {});
-    st.dv.assign(L, {});
-    for (std::size_t l = 0; l < L; ++l) {
-      if (!m.w.layers[l].has_cross) continue;
-      st.k[l] = a.template take<3>({B, N, C});
-      st.v[l] = a.template take<3>({B, N, C});
-      st.dk[l] = a.template take<3>({B, N, C});
-      st.dv[l] = a.template take<3>({B, N, C});
-    }
-  });
   const auto img_rows = flat_rows(img);  // (B N, E)
   for (std::size_t l = 0; l < L; ++l) {
     const auto& cw = m.w.layers[l].cross;
@@ -166,24 +173,10 @@ template <backend Be, class T, memory_space Space>
 void concat_image_kv(Be& be, const qformer_model<T, Space>& m, image_kv_state<T, Space>& out, const image_kv_state<T, Space>& a,
                      const image_kv_state<T, Space>& b) {
   BLIP2_CHECK(a.N == b.N, shape_error, "concat_image_kv: the states have ", a.N, " and ", b.N, " image tokens");
-  const index_t B = a.B + b.B, N = a.N, C = m.config().qformer.hidden_size;
+  const index_t B = a.B + b.B, N = a.N;
   const std::size_t L = m.w.layers.size();
-  out.B = B;
-  out.N = N;
+  detail::lay_out_image_kv(m, out, B, N);
   out.image = {};
-  lay_out(out.storage, [&](auto& al) {
-    out.k.assign(L, {});
-    out.v.assign(L, {});
-    out.dk.assign(L, {});
-    out.dv.assign(L, {});
-    for (std::size_t l = 0; l < L; ++l) {
-      if (!m.w.layers[l].has_cross) continue;
-      out.k[l] = al.template take<3>({B, N, C});
-      out.v[l] = al.template take<3>({B, N, C});
-      out.dk[l] = al.template take<3>({B, N, C});
-      out.dv[l] = al.template take<3>({B, N, C});
-    }
-  });
   for (std::size_t l = 0; l < L; ++l) {
     if (!m.w.layers[l].has_cross) continue;
     copy(be, detail::image_block(out.k[l], 0, a.B), detail::as_const(a.k[l]));
