@@ -46,6 +46,7 @@
 #include "blip2/optim/clip_grad.hpp"
 #include "blip2/train/stage1_step.hpp"
 #include "blip2/train/stage2_trainer.hpp"
+#include "harness/stage1_batch.hpp"
 
 using namespace blip2;
 namespace fs = std::filesystem;
@@ -66,52 +67,10 @@ qformer_model<float> fixture_model() {
   return m;
 }
 
-struct batch_data {
-  index_t B = 0, N = 5, E = 20, T = 6;
-  std::vector<float> image;
-  std::vector<index_t> ids, mask, image_ids;
-  stage1_batch<float> view() const {
-    stage1_batch<float> b;
-    b.image_embeds = tensor_view<const float, 3>(image.data(), {B, N, E});
-    b.input_ids = tensor_view<const index_t, 2>(ids.data(), {B, T});
-    b.attention_mask = tensor_view<const index_t, 2>(mask.data(), {B, T});
-    if (!image_ids.empty()) b.image_ids = tensor_view<const index_t, 1>(image_ids.data(), {B});
-    return b;
-  }
-  // pairs [r B / W, (r + 1) B / W)
-  batch_data shard(int r, int W) const {
-    batch_data o = *this;
-    const index_t n = B / W, a = r * n;
-    o.B = n;
-    auto cut = [&](const auto& v, index_t per) {
-      using V = std::decay_t<decltype(v)>;
-      return V(v.begin() + a * per, v.begin() + (a + n) * per);
-    };
-    o.image = cut(image, N * E), o.ids = cut(ids, T), o.mask = cut(mask, T);
-    if (!image_ids.empty()) o.image_ids = cut(image_ids, 1);
-    return o;
-  }
-};
-
-// B pairs from the counter-based RNG: images in [-1, 1), captions [CLS] then ids in [3, 37), padded after
-// 2 + (b + seed) % 5 tokens (so the ranks' shards count different numbers of ITG tokens).
-batch_data make_batch(index_t B, std::uint64_t seed) {
-  batch_data s;
-  s.B = B;
-  s.image.resize(static_cast<std::size_t>(B * s.N * s.E));
-  for (std::size_t k = 0; k < s.image.size(); ++k) s.image[k] = static_cast<float>(2 * uniform_double(seed, k) - 1);
-  s.ids.assign(static_cast<std::size_t>(B * s.T), 0);
-  s.mask.assign(static_cast<std::size_t>(B * s.T), 0);
-  for (index_t b = 0; b < B; ++b) {
-    const index_t len = 2 + static_cast<index_t>((static_cast<std::uint64_t>(b) + seed) % 5);
-    for (index_t t = 0; t < len; ++t) {
-      const auto k = static_cast<std::size_t>(b * s.T + t);
-      s.ids[k] = t == 0 ? 1 : 3 + static_cast<index_t>(34 * uniform_double(seed ^ 0x9e3779b97f4a7c15ull, k));
-      s.mask[k] = 1;
-    }
-  }
-  return s;
-}
+using batch_data = blip2::testing::stage1_batch_data<float>;
+// B pairs drawn from the counter-based RNG (captions of 2-6 tokens, so the ranks' shards count different
+// numbers of ITG tokens): tests/harness/stage1_batch.hpp.
+batch_data make_batch(index_t B, std::uint64_t seed) { return blip2::testing::synthetic_stage1_batch(B, seed); }
 
 constexpr index_t world_batch = 8;  // divisible by W = 1, 2, 4
 

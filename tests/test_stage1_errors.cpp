@@ -52,6 +52,7 @@
 #include "blip2/optim/schedule.hpp"
 #include "blip2/train/stage1_step.hpp"
 #include "harness/expect_error.hpp"
+#include "harness/stage1_batch.hpp"
 #include "harness/temp_dir.hpp"
 
 using namespace blip2;
@@ -86,31 +87,9 @@ qformer_model<T> fixture_model(const std::string& fixture, double dropout = -1) 
   return m;
 }
 
-// A batch held in vectors; view() makes the stage1_batch.
+// A batch held in vectors (view() makes the stage1_batch), and a synthetic one: tests/harness/stage1_batch.hpp.
 template <class F>
-struct batch_data {
-  index_t B = 0, N = 0, E = 0, T = 0;
-  std::vector<F> image;
-  std::vector<index_t> ids, mask, image_ids;
-  stage1_batch<F> view() const {
-    stage1_batch<F> b;
-    b.image_embeds = tensor_view<const F, 3>(image.data(), {B, N, E});
-    b.input_ids = tensor_view<const index_t, 2>(ids.data(), {B, T});
-    if (!mask.empty()) b.attention_mask = tensor_view<const index_t, 2>(mask.data(), {B, T});
-    if (!image_ids.empty()) b.image_ids = tensor_view<const index_t, 1>(image_ids.data(), {B});
-    return b;
-  }
-  // the first `n` pairs
-  batch_data first(index_t n) const {
-    batch_data o = *this;
-    o.B = n;
-    o.image.resize(static_cast<std::size_t>(n * N * E));
-    o.ids.resize(static_cast<std::size_t>(n * T));
-    if (!mask.empty()) o.mask.resize(static_cast<std::size_t>(n * T));
-    if (!image_ids.empty()) o.image_ids.resize(static_cast<std::size_t>(n));
-    return o;
-  }
-};
+using batch_data = blip2::testing::stage1_batch_data<F>;
 
 template <class T>
 batch_data<T> fixture_batch(const std::string& fixture) {
@@ -127,25 +106,7 @@ batch_data<T> fixture_batch(const std::string& fixture) {
   return b;
 }
 
-// B pairs for the stage1_padded model (N = 5, E = 20, T = 6, vocabulary 37) from the counter-based RNG:
-// images uniform in [-1, 1), captions [CLS] = 1 then ids in [3, 37), padded after 2 + (b + seed) % 5 tokens.
-batch_data<float> synthetic_batch(index_t B, std::uint64_t seed) {
-  batch_data<float> s;
-  s.B = B, s.N = 5, s.E = 20, s.T = 6;
-  s.image.resize(static_cast<std::size_t>(B * s.N * s.E));
-  for (std::size_t k = 0; k < s.image.size(); ++k) s.image[k] = static_cast<float>(2 * uniform_double(seed, k) - 1);
-  s.ids.assign(static_cast<std::size_t>(B * s.T), 0);
-  s.mask.assign(static_cast<std::size_t>(B * s.T), 0);
-  for (index_t b = 0; b < B; ++b) {
-    const index_t len = 2 + static_cast<index_t>((static_cast<std::uint64_t>(b) + seed) % 5);
-    for (index_t t = 0; t < len; ++t) {
-      const auto k = static_cast<std::size_t>(b * s.T + t);
-      s.ids[k] = t == 0 ? 1 : 3 + static_cast<index_t>(34 * uniform_double(seed ^ 0x9e3779b97f4a7c15ull, k));
-      s.mask[k] = 1;
-    }
-  }
-  return s;
-}
+batch_data<float> synthetic_batch(index_t B, std::uint64_t seed) { return blip2::testing::synthetic_stage1_batch(B, seed); }
 
 // One step from zeroed gradients on the reference backend.
 template <class T, class Sampler>

@@ -40,6 +40,7 @@
 #include "harness/cli_checks.hpp"
 #include "harness/expect_error.hpp"
 #include "harness/run_program.hpp"
+#include "harness/stage1_batch.hpp"
 
 using namespace blip2;
 using namespace blip2::testing;
@@ -105,28 +106,8 @@ safetensors_entry i64_entry(const std::string& name, std::vector<index_t> shape,
 // A batch of B pairs for the stage1_padded model (N = 5 tokens of E = 20, T = 6 of a vocabulary of 37):
 // image embeddings uniform in [-1, 1), captions [CLS]=1 then ids in [3, 37), padded (id 0, mask 0) to T
 // after 2 + b % 5 tokens. Everything from the counter-based RNG: the same on every machine.
-struct synthetic_batch {
-  index_t B = 0, N = 5, E = 20, T = 6;
-  std::vector<float> image;
-  std::vector<std::int64_t> ids, mask;
-};
-synthetic_batch make_batch(index_t B, std::uint64_t seed) {
-  synthetic_batch s;
-  s.B = B;
-  s.image.resize(static_cast<std::size_t>(B * s.N * s.E));
-  for (std::size_t k = 0; k < s.image.size(); ++k) s.image[k] = static_cast<float>(2 * uniform_double(seed, k) - 1);
-  s.ids.assign(static_cast<std::size_t>(B * s.T), 0);
-  s.mask.assign(static_cast<std::size_t>(B * s.T), 0);
-  for (index_t b = 0; b < B; ++b) {
-    const index_t len = 2 + b % 5;
-    for (index_t t = 0; t < len; ++t) {
-      const auto k = static_cast<std::size_t>(b * s.T + t);
-      s.ids[k] = t == 0 ? 1 : 3 + static_cast<std::int64_t>(34 * uniform_double(seed + 1, k));
-      s.mask[k] = 1;
-    }
-  }
-  return s;
-}
+using synthetic_batch = stage1_batch_data<float>;
+synthetic_batch make_batch(index_t B, std::uint64_t seed) { return synthetic_stage1_batch(B, seed); }
 void save_batch(const fs::path& path, const synthetic_batch& s) {
   std::vector<std::byte> img(s.image.size() * sizeof(float));
   std::memcpy(img.data(), s.image.data(), img.size());
