@@ -29,9 +29,7 @@
 #include "blip2/optim/adamw.hpp"
 #include "blip2/optim/clip_grad.hpp"
 #include "blip2/train/stage1_step.hpp"
-#ifdef BLIP2_HAS_MPI
-#include "blip2/dist/mpi_communicator.hpp"
-#endif
+#include "blip2/dist/launch.hpp"
 
 using namespace blip2;
 using namespace blip2::bench;
@@ -209,18 +207,12 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  try {
-#ifdef BLIP2_HAS_MPI
-    if (mpi_session::launched_by_mpirun()) {
-      mpi_session mpi(argc, argv);
-      mpi_communicator comm;
+  return with_communicator(argc, argv, [&](auto& comm) {
+    try {
       return run(comm, s);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "bench_data_parallel: %s\n", e.what());
+      return 1;
     }
-#endif
-    single_process_communicator one;
-    return run(one, s);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_data_parallel: %s\n", e.what());
-    return 1;
-  }
+  });
 }

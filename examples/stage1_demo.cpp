@@ -58,10 +58,7 @@
 #include <vector>
 
 #include "blip2/backend/onednn/onednn.hpp"
-#include "blip2/dist/communicator.hpp"
-#ifdef BLIP2_HAS_MPI
-#include "blip2/dist/mpi_communicator.hpp"
-#endif
+#include "blip2/dist/launch.hpp"
 #include "blip2/train/csv_log.hpp"
 #include "blip2/train/progress.hpp"
 
@@ -285,15 +282,5 @@ int run_demo(Comm& comm, options o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-#ifdef BLIP2_HAS_MPI
-  if (mpi_session::launched_by_mpirun()) {
-    mpi_session mpi(argc, argv);
-    mpi_communicator comm;
-    const int rc = run_demo(comm, parse(argc, argv));
-    if (rc != 0 && comm.size() > 1) mpi_session::abort(rc);  // the other ranks may be waiting for this one
-    return rc;
-  }
-#endif
-  single_process_communicator one;
-  return run_demo(one, parse(argc, argv));
+  return with_communicator(argc, argv, [&](auto& comm) { return run_demo(comm, parse(argc, argv)); });
 }

@@ -62,6 +62,7 @@
 #include <vector>
 
 #include "blip2/dist/average_gradients.hpp"
+#include "blip2/dist/launch.hpp"
 #include "blip2/io/qformer_checkpoint.hpp"
 #include "blip2/io/safetensors.hpp"
 #include "blip2/mining/blip2_sampler.hpp"
@@ -69,9 +70,6 @@
 #include "blip2/train/stage1_step.hpp"
 #include "cli.hpp"
 #include "precomputed_inputs.hpp"
-#ifdef BLIP2_HAS_MPI
-#include "blip2/dist/mpi_communicator.hpp"
-#endif
 
 using namespace blip2;
 
@@ -240,23 +238,10 @@ void run(Be& be, Comm& comm, const options& opt) {
 
 }  // namespace
 
-template <class Comm>
-int run_program(Comm& comm, int argc, char** argv) {
-  return cli::run_main("stage1_step", usage_line, argc, argv, parse_args, [&](const options& opt) {
-    return cli::with_backend(opt.backend, [&](auto& be) { return run(be, comm, opt); });
-  });
-}
-
 int main(int argc, char** argv) {
-#ifdef BLIP2_HAS_MPI
-  if (mpi_session::launched_by_mpirun()) {
-    mpi_session mpi(argc, argv);
-    mpi_communicator comm;
-    const int rc = run_program(comm, argc, argv);
-    if (rc != 0 && comm.size() > 1) mpi_session::abort(rc);  // the other ranks may be waiting for this one
-    return rc;
-  }
-#endif
-  single_process_communicator one;
-  return run_program(one, argc, argv);
+  return with_communicator(argc, argv, [&](auto& comm) {
+    return cli::run_main("stage1_step", usage_line, argc, argv, parse_args, [&](const options& opt) {
+      return cli::with_backend(opt.backend, [&](auto& be) { return run(be, comm, opt); });
+    });
+  });
 }

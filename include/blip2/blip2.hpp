@@ -78,6 +78,7 @@
 #include "blip2/dist/average_gradients.hpp"
 #include "blip2/dist/communicator.hpp"
 #include "blip2/dist/fetch_rows.hpp"
+#include "blip2/dist/launch.hpp"
 #if defined(BLIP2_HAS_MPI)
 #include "blip2/dist/mpi_communicator.hpp"
 #endif
