@@ -131,14 +131,14 @@ int run(Be& be, Comm& comm, const options& o) {
   const stage1_recipe& r = o.r;
   const synthetic::shapes_world world(world_config(r));
   const frozen_patch_encoder encoder(encoder_config(r));
-  synthetic::eval_set eval = synthetic::build_eval_set(world, o.eval, o.seed + 100);
   const index_t H = world.config().image_size, T = world.num_tokens(), N = encoder.num_tokens(), E = encoder.dim();
-  if (!lead) {  // the other ranks train, in step with rank 0
-    qformer_model<float> m(demo_qformer_config(r, E));
-    initialise_qformer(m, o.seed, static_cast<float>(r.temp), r);
+  qformer_model<float> m(demo_qformer_config(r, E));
+  initialise_qformer(m, o.seed, static_cast<float>(r.temp), r);
+  if (!lead) {  // the other ranks train, in step with rank 0, and evaluate nothing
     train_stage1(be, comm, r, world, encoder, m, o.seed, [](const stage1_step_report&) {});
     return 0;
   }
+  synthetic::eval_set eval = synthetic::build_eval_set(world, o.eval, o.seed + 100);
   std::printf("data: %lld training scenes, %lld held-out scenes; evaluation: %lld pairs with unique captions, "
               "%lld position / %lld colour / %lld size-swapped distractor pairs\n",
               static_cast<long long>(world.train_scenes().size()), static_cast<long long>(world.held_out_scenes().size()),
@@ -146,8 +146,6 @@ int run(Be& be, Comm& comm, const options& o) {
               static_cast<long long>(eval.colour_swap_pairs), static_cast<long long>(eval.size_swap_pairs));
 
   // ---- model ----
-  qformer_model<float> m(demo_qformer_config(r, E));
-  initialise_qformer(m, o.seed, static_cast<float>(r.temp), r);
   std::printf("model: Q-Former %lld layers, hidden %lld, %lld queries, %lld parameters; objectives %s; "
               "batch %lld, %lld steps, backend %s, linear inputs %s, %d rank(s)\n",
               static_cast<long long>(m.config().qformer.num_hidden_layers),
