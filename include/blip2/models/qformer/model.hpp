@@ -34,6 +34,8 @@ class qformer_model {
   // every parameter (gradient) as one flat view, in the order of for_each_parameter
   tensor_view<T, 1, Space> parameter_view() { return {params_.data(), {static_cast<index_t>(params_.size())}}; }
   tensor_view<T, 1, Space> gradient_view() { return {grads_.data(), {static_cast<index_t>(grads_.size())}}; }
+  tensor_view<const T, 1, Space> parameter_view() const { return {params_.data(), {static_cast<index_t>(params_.size())}}; }
+  tensor_view<const T, 1, Space> gradient_view() const { return {grads_.data(), {static_cast<index_t>(grads_.size())}}; }
   template <backend Be>
   void zero_grad(Be& be) {
     fill(be, gradient_view(), T{});

@@ -55,6 +55,8 @@
 #include "blip2/models/vit/config.hpp"
 #include "blip2/nn/axpy.hpp"
 #include "blip2/nn/copy.hpp"
+#include "blip2/nn/copy_from_host.hpp"
+#include "blip2/nn/copy_to_host.hpp"
 #include "blip2/nn/layer_norm.hpp"
 #include "blip2/nn/linear.hpp"
 
@@ -63,34 +65,34 @@ namespace blip2 {
 // ---------------------------------------------------------------------------------------------------
 // Parameters
 // ---------------------------------------------------------------------------------------------------
-template <class T>
+template <class T, memory_space S = host_space>
 struct vision_layer_weights {
-  linear_weights<T> qkv;            // self_attn.qkv         (3E, E), bias (3E) or empty without qkv_bias
-  attention_weights<T> attention;   // query, key, value: views of qkv's three row blocks;
+  linear_weights<T, S> qkv;            // self_attn.qkv         (3E, E), bias (3E) or empty without qkv_bias
+  attention_weights<T, S> attention;  // query, key, value: views of qkv's three row blocks;
                                     // dense: self_attn.projection (E, E), (E); norm: layer_norm1 (E)
-  feed_forward_weights<T> mlp;      // intermediate: mlp.fc1 (F, E), (F); output: mlp.fc2 (E, F), (E);
+  feed_forward_weights<T, S> mlp;   // intermediate: mlp.fc1 (F, E), (F); output: mlp.fc2 (E, F), (E);
                                     // norm: layer_norm2 (E)
 };
-template <class T>
+template <class T, memory_space S = host_space>
 struct vision_weights {
-  tensor_view<T, 3> class_embedding;     // (1, 1, E)
-  tensor_view<T, 4> patch_weight;        // (E, 3, P, P)
-  tensor_view<T, 1> patch_bias;          // (E)
-  tensor_view<T, 3> position_embedding;  // (1, 1 + G0^2, E)
-  std::vector<vision_layer_weights<T>> layers;
-  layer_norm_weights<T> post_norm;       // post_layernorm (E)
+  tensor_view<T, 3, S> class_embedding;     // (1, 1, E)
+  tensor_view<T, 4, S> patch_weight;        // (E, 3, P, P)
+  tensor_view<T, 1, S> patch_bias;          // (E)
+  tensor_view<T, 3, S> position_embedding;  // (1, 1 + G0^2, E)
+  std::vector<vision_layer_weights<T, S>> layers;
+  layer_norm_weights<T, S> post_norm;       // post_layernorm (E)
 };
 
 // Calls f(name, view) for every parameter (Hugging Face names, "vision_model." prefix), in one fixed
 // order: the order of the arena.
-template <class T, class F>
-void for_each_vision_parameter(const vision_config& cfg, vision_weights<T>& w, F&& f) {
+template <class T, memory_space S, class F>
+void for_each_vision_parameter(const vision_config& cfg, vision_weights<T, S>& w, F&& f) {
   const std::string p = "vision_model.";
-  auto lin = [&](const std::string& n, linear_weights<T>& l, bool bias = true) {
+  auto lin = [&](const std::string& n, linear_weights<T, S>& l, bool bias = true) {
     f(n + ".weight", l.weight);
     if (bias) f(n + ".bias", l.bias);
   };
-  auto ln = [&](const std::string& n, layer_norm_weights<T>& l) {
+  auto ln = [&](const std::string& n, layer_norm_weights<T, S>& l) {
     f(n + ".weight", l.weight);
     f(n + ".bias", l.bias);
   };
@@ -113,14 +115,14 @@ void for_each_vision_parameter(const vision_config& cfg, vision_weights<T>& w, F
 
 namespace detail {
 // Shapes of every parameter under cfg (views with a null base).
-template <class T>
-void shape_vision_weights(const vision_config& cfg, vision_weights<T>& w) {
+template <class T, memory_space S>
+void shape_vision_weights(const vision_config& cfg, vision_weights<T, S>& w) {
   const index_t E = cfg.hidden_size, F = cfg.intermediate_size, P = cfg.patch_size;
-  auto lin = [](linear_weights<T>& l, index_t n, index_t k) {
+  auto lin = [](linear_weights<T, S>& l, index_t n, index_t k) {
     l.weight = {nullptr, {n, k}};
     l.bias = {nullptr, {n}};
   };
-  auto ln = [&](layer_norm_weights<T>& l) {
+  auto ln = [&](layer_norm_weights<T, S>& l) {
     l.weight = {nullptr, {E}};
     l.bias = {nullptr, {E}};
   };
@@ -141,13 +143,13 @@ void shape_vision_weights(const vision_config& cfg, vision_weights<T>& w) {
   ln(w.post_norm);
 }
 // query, key, value = the three (E, E) row blocks of qkv (and of its bias, when there is one)
-template <class T>
-void split_qkv(vision_layer_weights<T>& L) {
+template <class T, memory_space S>
+void split_qkv(vision_layer_weights<T, S>& L) {
   const index_t E = L.qkv.weight.extent(1);
-  linear_weights<T>* parts[3] = {&L.attention.query, &L.attention.key, &L.attention.value};
+  linear_weights<T, S>* parts[3] = {&L.attention.query, &L.attention.key, &L.attention.value};
   for (index_t i = 0; i < 3; ++i) {
     parts[i]->weight = row_range(L.qkv.weight, i * E, (i + 1) * E);  // (E, E)
-    parts[i]->bias = L.qkv.bias.data() ? row_range(L.qkv.bias, i * E, (i + 1) * E) : tensor_view<T, 1>{};
+    parts[i]->bias = L.qkv.bias.data() ? row_range(L.qkv.bias, i * E, (i + 1) * E) : tensor_view<T, 1, S>{};
   }
 }
 }  // namespace detail
@@ -157,12 +159,13 @@ void split_qkv(vision_layer_weights<T>& L) {
 // 4 GB otherwise).
 enum class vision_storage { per_layer, shared_layers };
 
-// The frozen image encoder: its configuration and its parameters (one arena, no gradients).
-template <class T>
+// The frozen image encoder: its configuration and its parameters (one arena, no gradients), in memory
+// space Space (a device model's parameters are unspecified until loaded: to_space() copies a host model's).
+template <class T, memory_space Space = host_space>
 class vision_model {
  public:
   explicit vision_model(const vision_config& cfg, vision_storage storage = vision_storage::per_layer)
-      : cfg_(validated(cfg)) {
+      : cfg_(validated(cfg)), storage_(storage) {
     detail::shape_vision_weights(cfg_, w);
     // two walks over the parameters: count (null base), then bind views into the arena
     index_t offset = 0;
@@ -195,21 +198,26 @@ class vision_model {
       take(w.post_norm.bias);
     };
     walk();
-    params_.assign(static_cast<std::size_t>(offset), T{});
+    params_.reserve_elements(static_cast<std::size_t>(offset));  // zeros on the host
     base = params_.data();
     walk();
     for (auto& L : w.layers) detail::split_qkv(L);
   }
   vision_model(const vision_model&) = delete;  // the views point into this object's arena
   vision_model& operator=(const vision_model&) = delete;
-  vision_model(vision_model&&) = default;      // the vector keeps its buffer when moved
+  vision_model(vision_model&&) = default;      // the buffer keeps its memory when moved
   vision_model& operator=(vision_model&&) = default;
 
   const vision_config& config() const { return cfg_; }
-  std::span<T> parameters() { return params_; }
-  std::span<const T> parameters() const { return params_; }
+  vision_storage storage() const { return storage_; }
+  // every parameter as one flat view, in the order of for_each_vision_parameter (one layer's worth with
+  // shared_layers storage)
+  tensor_view<T, 1, Space> parameter_view() { return {params_.data(), {static_cast<index_t>(params_.size())}}; }
+  tensor_view<const T, 1, Space> parameter_view() const { return {params_.data(), {static_cast<index_t>(params_.size())}}; }
+  std::span<T> parameters() requires(Space::host_accessible) { return {params_.data(), params_.size()}; }
+  std::span<const T> parameters() const requires(Space::host_accessible) { return {params_.data(), params_.size()}; }
 
-  vision_weights<T> w;  // by Hugging Face name (for_each_vision_parameter)
+  vision_weights<T, Space> w;  // by Hugging Face name (for_each_vision_parameter)
 
  private:
   static vision_config validated(const vision_config& c) {
@@ -217,7 +225,8 @@ class vision_model {
     return c;
   }
   vision_config cfg_;
-  std::vector<T> params_;
+  vision_storage storage_;
+  buffer<T, Space> params_;
 };
 
 // Scalars in a vision model's parameters (per_layer storage).
@@ -309,25 +318,25 @@ inline index_t vision_num_tokens(const vision_config& cfg, index_t height, index
 
 // Buffers of a forward, sized for one chunk of c images and reused by every chunk and layer (no
 // activation is kept per layer: the encoder is frozen, nothing runs backward through it).
-template <class T>
+template <class T, memory_space S = host_space>
 struct vision_state {
-  index_t gh = 0, gw = 0, N = 0, c = 0;  // grid, tokens, images in the chunk the views are laid out for
-  tensor_view<T, 2> patches;             // (c gh gw, K)  im2col, image-major
-  tensor_view<T, 2> embedded;            // (c gh gw, E)  patch embeddings, image-major
-  tensor_view<T, 2> x;                   // (N c, E)      the layers' input, sequence-major
-  attention_block_state<T> attention;    // pre-LN attention sublayer (out: the residual stream)
-  feed_forward_state<T> mlp;             // pre-LN MLP sublayer (out: the layer's output)
-  kv_cache<T> cache;                     // one layer's keys and values
-  block_scratch<T> scratch;              // unused: nothing is packed and nothing runs backward
-  tensor_view<T, 3> pos;                 // (1, N, E)     position embeddings at this grid
-  const void* pos_source = nullptr;      // the model parameter pos was made from (cache key with gh, gw)
-  std::vector<T> storage;
+  index_t gh = 0, gw = 0, N = 0, c = 0;     // grid, tokens, images in the chunk the views are laid out for
+  tensor_view<T, 2, S> patches;             // (c gh gw, K)  im2col, image-major
+  tensor_view<T, 2, S> embedded;            // (c gh gw, E)  patch embeddings, image-major
+  tensor_view<T, 2, S> x;                   // (N c, E)      the layers' input, sequence-major
+  attention_block_state<T, S> attention;    // pre-LN attention sublayer (out: the residual stream)
+  feed_forward_state<T, S> mlp;             // pre-LN MLP sublayer (out: the layer's output)
+  kv_cache<T, S> cache;                     // one layer's keys and values
+  block_scratch<T, S> scratch;              // unused: nothing is packed and nothing runs backward
+  tensor_view<T, 3, S> pos;                 // (1, N, E)     position embeddings at this grid
+  const void* pos_source = nullptr;         // the model parameter pos was made from (cache key with gh, gw)
+  buffer<T, S> storage;
 };
 
 // One encoder layer (pre-LN), rows (N c, E) sequence-major: x -> st.mlp.out.
-template <backend Be, class T>
-void vision_layer_forward(Be& be, const vision_layer_weights<T>& L, vision_state<T>& st, const row_plan<>& plan,
-                          tensor_view<const T, 2> x, const vision_config& cfg) {
+template <backend Be, class T, memory_space S>
+void vision_layer_forward(Be& be, const vision_layer_weights<T, S>& L, vision_state<T, S>& st, const row_plan<S>& plan,
+                          tensor_view<const T, 2, S> x, const vision_config& cfg) {
   attention_block_options ao;
   ao.num_heads = cfg.num_attention_heads;
   ao.norm = norm_placement::pre;
@@ -345,8 +354,8 @@ void vision_layer_forward(Be& be, const vision_layer_weights<T>& L, vision_state
 
 // image_embeds (B, N, E) = the encoder applied to pixel_values (B, 3, H, W) (any strides; H and W
 // multiples of patch_size); image_embeds must be contiguous. Images run `max_chunk` at a time.
-template <backend Be, class T, class Px, class Out>
-void vision_forward(Be& be, const vision_model<T>& m, vision_state<T>& st, Px&& pixel_values, Out&& image_embeds,
+template <backend Be, class T, memory_space S, class Px, class Out>
+void vision_forward(Be& be, const vision_model<T, S>& m, vision_state<T, S>& st, Px&& pixel_values, Out&& image_embeds,
                     index_t max_chunk = 8) {
   constexpr std::string_view op = "vision_forward";
   const auto& cfg = m.config();
@@ -382,63 +391,89 @@ void vision_forward(Be& be, const vision_model<T>& m, vision_state<T>& st, Px&& 
   };
   auto build_pos = [&] {
     const auto pos0 = detail::as_const(m.w.position_embedding);  // (1, 1 + G0^2, E)
-    if (gh == cfg.grid() && gw == cfg.grid())
+    if (gh == cfg.grid() && gw == cfg.grid()) {
       copy(be, st.pos, pos0);
-    else
+    } else if constexpr (S::host_accessible) {
       interpolate_position_embedding(st.pos, pos0, gh, gw);
+    } else {  // resized on the host (once per grid), from and to host copies
+      host_tensor<T, 3> from({1, pos0.extent(1), E}), to({1, N, E});
+      copy_to_host(be, from.view(), pos0);
+      interpolate_position_embedding(to.view(), detail::as_const(from.view()), gh, gw);
+      copy_from_host(be, st.pos, detail::as_const(to.view()));
+    }
     st.gh = gh, st.gw = gw, st.N = N;
     st.pos_source = m.w.position_embedding.data();
   };
 
-  const tensor_view<const T, 2> patch_w(m.w.patch_weight.data(), {E, K});  // (E, 3 P P): conv weight, flattened
+  const tensor_view<const T, 2, S> patch_w(m.w.patch_weight.data(), {E, K});  // (E, 3 P P): conv weight, flattened
   for (index_t b0 = 0; b0 < B; b0 += c) {
     const index_t cb = std::min(c, B - b0);  // images in this chunk
     if (!(st.c == cb && st.gh == gh && st.gw == gw && st.x.data())) lay_out_chunk(cb);
     if (!(st.pos_source == m.w.position_embedding.data() && st.gh == gh && st.gw == gw)) build_pos();
-    const row_plan<> plan(cb, N, N);  // every token of every image, no truncation
+    const row_plan<S> plan(cb, N, N);  // every token of every image, no truncation
 
     // ---- patch embedding: im2col, then one linear map; then class token and position embeddings ----
     for (index_t i = 0; i < cb; ++i)
       for (index_t ch = 0; ch < vision_config::num_channels; ++ch) {
         // patch (py, px) of channel ch, pixel (ky, kx) -> patches(i G2 + py gw + px, ch P P + ky P + kx)
         const T* src = px.data() + (b0 + i) * px.stride(0) + ch * px.stride(1);
-        const tensor_view<const T, 4> from(src, {gh, gw, P, P},
+        const tensor_view<const T, 4, S> from(src, {gh, gw, P, P},
                                            {P * px.stride(2), P * px.stride(3), px.stride(2), px.stride(3)});
-        const tensor_view<T, 4> to(st.patches.data() + i * G2 * K + ch * P * P, {gh, gw, P, P}, {gw * K, K, P, 1});
+        const tensor_view<T, 4, S> to(st.patches.data() + i * G2 * K + ch * P * P, {gh, gw, P, P}, {gw * K, K, P, 1});
         copy(be, to, from);
       }
     linear_forward(be, st.embedded, st.patches, patch_w, m.w.patch_bias);  // (cb G2, E)
     // x(token 0, image i) = class_embedding; x(token 1 + p, image i) = embedded(i G2 + p); both + pos
     const auto xb = by_batch(st.x, cb);                                     // (cb, N, E)
-    copy(be, tensor_view<T, 3>(xb.data(), {cb, 1, E}, xb.strides()),
-         tensor_view<const T, 3>(m.w.class_embedding.data(), {cb, 1, E}, {0, E, 1}));
-    copy(be, tensor_view<T, 3>(xb.data() + xb.stride(1), {cb, G2, E}, xb.strides()),
-         tensor_view<const T, 3>(st.embedded.data(), {cb, G2, E}));
-    const tensor_view<const T, 2> pos_rows(st.pos.data(), {N, E});         // (N, E)
+    copy(be, tensor_view<T, 3, S>(xb.data(), {cb, 1, E}, xb.strides()),
+         tensor_view<const T, 3, S>(m.w.class_embedding.data(), {cb, 1, E}, {0, E, 1}));
+    copy(be, tensor_view<T, 3, S>(xb.data() + xb.stride(1), {cb, G2, E}, xb.strides()),
+         tensor_view<const T, 3, S>(st.embedded.data(), {cb, G2, E}));
+    const tensor_view<const T, 2, S> pos_rows(st.pos.data(), {N, E});         // (N, E)
     for (index_t i = 0; i < cb; ++i) axpy(be, slice(xb, i), pos_rows);     // + pos, image by image
 
     // ---- encoder layers ----
-    tensor_view<const T, 2> x = detail::as_const(st.x);
+    tensor_view<const T, 2, S> x = detail::as_const(st.x);
     for (const auto& L : m.w.layers) {
       vision_layer_forward(be, L, st, plan, x, cfg);
       x = detail::as_const(st.mlp.out);
     }
     // image_embeds = post_layernorm(x), then from sequence-major into this chunk's (cb, N, E) block
-    layer_norm_forward(be, st.x, layer_norm_cache<T>{st.mlp.in_mean, st.mlp.in_rstd}, x, m.w.post_norm.weight,
+    layer_norm_forward(be, st.x, layer_norm_cache<T, S>{st.mlp.in_mean, st.mlp.in_rstd}, x, m.w.post_norm.weight,
                        m.w.post_norm.bias, cfg.layer_norm_eps);
-    copy(be, tensor_view<T, 3>(out.data() + b0 * N * E, {cb, N, E}), detail::as_const(by_batch(st.x, cb)));
+    copy(be, tensor_view<T, 3, S>(out.data() + b0 * N * E, {cb, N, E}), detail::as_const(by_batch(st.x, cb)));
   }
 }
 
-// The same, returning a new (B, N, E) tensor.
-template <backend Be, class T, class Px>
-host_tensor<T, 3> vision_forward(Be& be, const vision_model<T>& m, Px&& pixel_values, index_t max_chunk = 8) {
-  auto px = detail::as_const(detail::arg_view<Be, 4>(pixel_values));  // (B, 3, H, W)
+// The same, returning a new (B, N, E) host tensor. pixel_values is in the model's memory, or, for a
+// device model, on the host (copied over first).
+template <backend Be, class T, memory_space S, class Px>
+host_tensor<T, 3> vision_forward(Be& be, const vision_model<T, S>& m, Px&& pixel_values, index_t max_chunk = 8) {
   const auto& cfg = m.config();
-  host_tensor<T, 3> out({px.extent(0), vision_num_tokens(cfg, px.extent(2), px.extent(3)), cfg.hidden_size});
-  vision_state<T> st;
-  vision_forward(be, m, st, px, out.view(), max_chunk);
-  return out;
+  if constexpr (S::host_accessible ||
+                !std::is_same_v<typename view_t<Px>::memory_space_type, host_space>) {
+    auto px = detail::as_const(detail::arg_view<Be, 4>(pixel_values));  // (B, 3, H, W)
+    const index_t B = px.extent(0), N = vision_num_tokens(cfg, px.extent(2), px.extent(3)), E = cfg.hidden_size;
+    host_tensor<T, 3> out({B, N, E});
+    vision_state<T, S> st;
+    if constexpr (S::host_accessible) {
+      vision_forward(be, m, st, px, out.view(), max_chunk);
+    } else {
+      buffer<T, S> dev;
+      dev.reserve_elements(static_cast<std::size_t>(B * N * E));
+      const tensor_view<T, 3, S> d(dev.data(), {B, N, E});
+      vision_forward(be, m, st, px, d, max_chunk);
+      copy_to_host(be, out.view(), detail::as_const(d));
+    }
+    return out;
+  } else {  // host pixels, device model: copy them over, then as above
+    auto hp = detail::as_const(view(pixel_values));
+    buffer<T, S> dev;
+    dev.reserve_elements(static_cast<std::size_t>(hp.size()));
+    const tensor_view<T, 4, S> d(dev.data(), hp.extents());
+    copy_from_host(be, d, hp);
+    return vision_forward(be, m, detail::as_const(d), max_chunk);
+  }
 }
 
 }  // namespace blip2
