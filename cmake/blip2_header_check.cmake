@@ -17,6 +17,7 @@ set(blip2_header_parts
   io      "^io/(safetensors|hf_config|qformer_checkpoint|training_checkpoint|stage2_checkpoint|vision_checkpoint|checkpoint_files|opt_checkpoint|blip2_opt_checkpoint|save_blip2_opt)\\.hpp$"
   image   "^io/image\\.hpp$"
   mpi     "^dist/mpi_communicator\\.hpp$"
+  cuda    "^backend/cuda/.*$"
   eigen   "^adapt/eigen\\.hpp$"
   xtensor "^adapt/xtensor\\.hpp$")
 

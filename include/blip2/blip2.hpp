@@ -12,6 +12,7 @@
 //   io/byte_bpe_tokenizer.hpp, io/opt_tokenizer.hpp (GPT-2 byte-level BPE, OPT's specials)  always (C++20 only)
 //   Eigen / xtensor adaptors   when their headers are found (link blip2::eigen / blip2::xtensor)
 //   dist/mpi_communicator.hpp (data parallelism over MPI)    when compiled with BLIP2_HAS_MPI (link blip2::mpi)
+//   CUDA backend        when compiled with BLIP2_HAS_CUDA (link blip2::cuda; its kernels are built by nvcc)
 #pragma once
 
 #include "blip2/core/arena.hpp"
@@ -113,6 +114,9 @@
 #if defined(BLIP2_HAS_ONEDNN)
 #include "blip2/backend/onednn/onednn.hpp"
 #endif
+#if defined(BLIP2_HAS_CUDA)
+#include "blip2/backend/cuda/cuda.hpp"
+#endif
 
 #if defined(BLIP2_HAS_IO)
 #include "blip2/io/hf_config.hpp"
@@ -133,6 +137,7 @@
 // ---- the frozen image encoder (EVA ViT): C++20 only; its checkpoint loader with io, bf16 check with oneDNN ----
 #include "blip2/models/vit/config.hpp"
 #include "blip2/models/vit/vision_transformer.hpp"
+#include "blip2/models/to_space.hpp"
 #if defined(BLIP2_HAS_IO)
 #include "blip2/io/vision_checkpoint.hpp"
 #endif
