@@ -54,12 +54,29 @@ bool fallback_on(const std::string& backend_name) {
 #if BLIP2_TEST_ONEDNN
   if (backend_name.rfind("onednn", 0) == 0) return is_fallback<onednn_backend, Op>();
 #endif
+#if BLIP2_TEST_CUDA
+  if (backend_name.rfind("cuda", 0) == 0) return is_fallback<cuda_backend, Op>();
+#endif
   (void)backend_name;
   return is_fallback<reference_backend, Op>();
 }
 }  // namespace
 
+#if BLIP2_TEST_CUDA
+// This program's build of the suite exists for the CUDA backend: without a device there is nothing to run.
+bool cuda_device_or_skip() {
+  std::string why;
+  if (cuda_available(&why)) return true;
+  MESSAGE("skipped: no CUDA device (" << why << ")");
+  std::printf("skipped: no CUDA device (%s)\n", why.c_str());
+  return false;
+}
+#else
+bool cuda_device_or_skip() { return true; }
+#endif
+
 TEST_CASE("backend conformance: every op case on every backend matches the double reference") {
+  if (!cuda_device_or_skip()) return;
   struct tally {
     int cases = 0;
     double worst = 0;  // max relative error
@@ -110,6 +127,12 @@ TEST_CASE("op list: every op has a kernel or an explicit fallback on every backe
 #if BLIP2_TEST_ONEDNN
     constexpr bool onednn_has = has_kernel<onednn_backend, Op>;
     CHECK_MESSAGE(onednn_has, "oneDNN backend: no kernel for op '" << Op::name << "'");
+#endif
+#if BLIP2_TEST_CUDA
+    // no fallback: a host fallback cannot read device memory, so every op is a CUDA kernel
+    constexpr bool cuda_has = has_kernel<cuda_backend, Op>, cuda_falls = is_fallback<cuda_backend, Op>();
+    CHECK_MESSAGE(cuda_has, "CUDA backend: no kernel for op '" << Op::name << "'");
+    CHECK_MESSAGE(!cuda_falls, "CUDA backend: op '" << Op::name << "' is a fallback");
 #endif
   });
 }
@@ -165,6 +188,7 @@ TEST_CASE("op list: README.md's op table has one row per op, and says fallback e
 #endif
 
 TEST_CASE("backend conformance: the harness fails when one output element is perturbed") {
+  if (!cuda_device_or_skip()) return;
   int checked = 0;
   for (const auto& cs : all_cases()) {
     if (!selected(cs.desc)) continue;

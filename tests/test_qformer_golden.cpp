@@ -18,8 +18,12 @@
 #if BLIP2_HAS_ONEDNN
 #include "blip2/backend/onednn/onednn.hpp"
 #endif
+#if BLIP2_HAS_CUDA
+#include "blip2/backend/cuda/cuda.hpp"
+#endif
 #include "blip2/io/qformer_checkpoint.hpp"
 #include "blip2/models/qformer/heads.hpp"
+#include "harness/on_backend.hpp"
 
 using namespace blip2;
 
@@ -52,19 +56,21 @@ void check_close(const std::string& name, const T* got, const dynamic_tensor<dou
   CHECK(maxdiff <= bound);
 }
 
-template <class T>
-host_tensor<T, 3> batch_major_queries(const qformer_pass_state<T>& st) {  // (B, Q, C) copy of the query rows
-  host_tensor<T, 3> out({st.B, st.Lq, st.output().extent(1)});
-  reference_backend ref;
-  copy(ref, out.view(), detail::as_const(by_batch(row_range(st.output(), 0, st.Lq * st.B), st.B)));
-  return out;
+// (B, Q, C) host copy of a pass's query rows
+template <class D, class St>
+auto batch_major_queries(D& d, const St& st) {
+  return d.host(detail::as_const(by_batch(row_range(st.output(), 0, st.Lq * st.B), st.B)));
 }
 
+// The fixture's forward and backward on backend be; on a device backend the model, the inputs and the
+// objective's weights are copied to the device, and the outputs and gradients back (harness/on_backend.hpp).
 template <class T, class Be>
 void run_fixture(Be& be, const std::string& fixture, double tol) {
+  using S = typename Be::memory_space;
+  testing::on_backend<Be> d(be);
   worst_ratio = 0;
   const auto dir = fixtures / fixture;
-  auto m = load_qformer<T>(dir);
+  auto m = d.model(load_qformer<T>(dir));
   const auto inputs = safetensors_file::open(dir / "inputs.safetensors");
   const auto expected = safetensors_file::open(dir / "expected.safetensors");
   auto want = [&](const std::string& name) { return expected.load_dynamic<double>(name); };
@@ -74,97 +80,93 @@ void run_fixture(Be& be, const std::string& fixture, double tol) {
   const index_t B = ids.extent(0), T_ = ids.extent(1), N = img.shape[1], E = img.shape[2];
   const index_t Q = m.config().num_query_tokens, C = m.config().qformer.hidden_size;
   const index_t D = m.config().image_text_hidden_size;
-  const tensor_view<const T, 3> image(img.data.data(), {B, N, E});
+  const auto image = detail::as_const(d.copy_of(tensor_view<const T, 3>(img.data.data(), {B, N, E})));
 
   // ---- forward: image pass, text pass, ITM joint pass, ITG (joint multimodal-causal and cached K/V) ----
-  image_kv_state<T> kv;
+  image_kv_state<T, S> kv;
   encode_image_kv(be, m, kv, image);
-  qformer_pass_state<T> image_pass, text_pass, itm_pass, itg_joint, itg_cached;
-  qformer_pass_inputs<T> in;
+  qformer_pass_state<T, S> image_pass, text_pass, itm_pass, itg_joint, itg_cached;
+  qformer_pass_inputs<T, S> in;
   in.batch = B;
   in.queries = true;
   in.image = &kv;
   qformer_forward(be, m, image_pass, in);
-  qformer_pass_inputs<T> tin;
+  qformer_pass_inputs<T, S> tin;
   tin.batch = B;
-  tin.input_ids = ids.view();
+  tin.input_ids = ids.view();  // ids and masks are host data: the pass copies what it needs
   tin.attention_mask = mask.view();
   qformer_forward(be, m, text_pass, tin);
-  qformer_pass_inputs<T> jin = tin;
+  qformer_pass_inputs<T, S> jin = tin;
   jin.queries = true;
   jin.image = &kv;
   qformer_forward(be, m, itm_pass, jin);
   jin.attention = qformer_attention::multimodal_causal;
   qformer_forward(be, m, itg_joint, jin);
-  qformer_pass_inputs<T> cin = tin;
+  qformer_pass_inputs<T, S> cin = tin;
   cin.prefix = &image_pass;
   qformer_forward(be, m, itg_cached, cin);
 
-  auto query_output = batch_major_queries(image_pass);  // (B, Q, C)
-  check_close("query_output", query_output.data(), want("query_output"), tol);
-  check_close("itm_query_output", batch_major_queries(itm_pass).data(), want("itm_query_output"), tol);
-  host_tensor<T, 3> text_output({B, T_, C});
-  copy(be, text_output.view(), detail::as_const(text_pass.output_by_batch()));
-  check_close("text_output", text_output.data(), want("text_output"), tol);
+  const auto query_output = d.copy_of(tensor_view<const T, 3>(batch_major_queries(d, image_pass).data(), {B, Q, C}));
+  check_close("query_output", d.host(query_output).data(), want("query_output"), tol);
+  check_close("itm_query_output", batch_major_queries(d, itm_pass).data(), want("itm_query_output"), tol);
+  check_close("text_output", d.host(detail::as_const(text_pass.output_by_batch())).data(), want("text_output"), tol);
   // ITG: the joint multimodal-causal pass's text rows, and the cached-K/V pass, both equal the fixture
-  host_tensor<T, 3> itg({B, T_, C});
-  copy(be, itg.view(), detail::as_const(by_batch(row_range(itg_joint.output(), Q * B, (Q + T_) * B), B)));
-  check_close("itg_text_output (joint pass)", itg.data(), want("itg_text_output"), tol);
-  copy(be, itg.view(), detail::as_const(itg_cached.output_by_batch()));
-  check_close("itg_text_output (cached K/V pass)", itg.data(), want("itg_text_output"), tol);
+  check_close("itg_text_output (joint pass)",
+              d.host(detail::as_const(by_batch(row_range(itg_joint.output(), Q * B, (Q + T_) * B), B))).data(),
+              want("itg_text_output"), tol);
+  check_close("itg_text_output (cached K/V pass)", d.host(detail::as_const(itg_cached.output_by_batch())).data(),
+              want("itg_text_output"), tol);
 
-  projection_state<T> img_proj, txt_proj;
-  projection_forward(be, img_proj, m.w.vision_projection, detail::as_const(tensor_view<T, 2>(query_output.data(), {B * Q, C})));
-  check_close("image_feats", img_proj.feats.data(), want("image_feats"), tol);
+  projection_state<T, S> img_proj, txt_proj;
+  projection_forward(be, img_proj, m.w.vision_projection, tensor_view<const T, 2, S>(query_output.data(), {B * Q, C}));
+  check_close("image_feats", d.host(img_proj.feats).data(), want("image_feats"), tol);
   const auto cls_rows = row_range(text_pass.output(), 0, B);  // position 0 of every text: (B, C)
   projection_forward(be, txt_proj, m.w.text_projection, detail::as_const(cls_rows));
-  check_close("text_feat", txt_proj.feats.data(), want("text_feat"), tol);
-  itc_similarity_state<T> itc;
-  itc_similarity_forward(be, itc, detail::as_const(tensor_view<T, 3>(img_proj.feats.data(), {B, Q, D})),
+  check_close("text_feat", d.host(txt_proj.feats).data(), want("text_feat"), tol);
+  itc_similarity_state<T, S> itc;
+  itc_similarity_forward(be, itc, tensor_view<const T, 3, S>(img_proj.feats.data(), {B, Q, D}),
                          detail::as_const(txt_proj.feats));
-  check_close("itc_scores", itc.sim.data(), want("itc_scores"), tol);
-  itm_head_state<T> itm;
+  check_close("itc_scores", d.host(itc.sim).data(), want("itc_scores"), tol);
+  itm_head_state<T, S> itm;
   itm_head_forward(be, itm, m.w.itm_head, detail::as_const(row_range(itm_pass.output(), 0, Q * B)), B);
-  check_close("itm_logits", itm.logits.data(), want("itm_logits"), tol);
+  check_close("itm_logits", d.host(itm.logits).data(), want("itm_logits"), tol);
 
   // ---- backward of L = sum(w.query_output * query_output) + sum(w.image_feats * image_feats) + ... ----
-  auto w_of = [&](const std::string& name) { return expected.load_dynamic<T>("w." + name); };
-  auto w_qo = w_of("query_output"), w_if = w_of("image_feats"), w_tf = w_of("text_feat");
-  auto w_itc = w_of("itc_scores"), w_itm = w_of("itm_logits");
-  host_tensor<T, 3> dimage_feats({B, Q, D});
-  std::copy(w_if.data.begin(), w_if.data.end(), dimage_feats.data());
-  host_tensor<T, 2> dtext_feat({B, D});
-  std::copy(w_tf.data.begin(), w_tf.data.end(), dtext_feat.data());
-  itc_similarity_backward(be, itc, detail::as_const(tensor_view<T, 2>(w_itc.data.data(), {B, B})), dimage_feats.view(),
-                          dtext_feat.view());
-  host_tensor<T, 3> dquery_output({B, Q, C});
-  std::copy(w_qo.data.begin(), w_qo.data.end(), dquery_output.data());
+  auto w_of = [&](const std::string& name, auto extents) {
+    const auto w = expected.load_dynamic<T>("w." + name);
+    return d.copy_of(tensor_view<const T, std::tuple_size_v<decltype(extents)>>(w.data.data(), extents));
+  };
+  const auto dimage_feats = w_of("image_feats", extents_t<3>{B, Q, D});
+  const auto dtext_feat = w_of("text_feat", extents_t<2>{B, D});
+  const auto w_itc = w_of("itc_scores", extents_t<2>{B, B});
+  const auto w_itm = w_of("itm_logits", extents_t<2>{B, 2});
+  const auto dquery_output = w_of("query_output", extents_t<3>{B, Q, C});
+  itc_similarity_backward(be, itc, detail::as_const(w_itc), dimage_feats, dtext_feat);
   projection_backward(be, img_proj, m.w.vision_projection, m.g.vision_projection,
-                      detail::as_const(tensor_view<T, 2>(dimage_feats.data(), {B * Q, D})),
-                      tensor_view<T, 2>(dquery_output.data(), {B * Q, C}), grad_write::accumulate);
+                      tensor_view<const T, 2, S>(dimage_feats.data(), {B * Q, D}),
+                      tensor_view<T, 2, S>(dquery_output.data(), {B * Q, C}), grad_write::accumulate);
   // image pass: d(query rows) in sequence-major order
-  host_tensor<T, 2> dimage_out({Q * B, C});
-  copy(be, by_batch(dimage_out.view(), B), detail::as_const(dquery_output.view()));
+  const auto dimage_out = d.template zeros<T, 2>({Q * B, C});
+  copy(be, by_batch(dimage_out, B), detail::as_const(dquery_output));
   // text pass: only position 0 feeds the text feature
-  host_tensor<T, 2> dtext_out({T_ * B, C});
-  projection_backward(be, txt_proj, m.w.text_projection, m.g.text_projection, detail::as_const(dtext_feat.view()),
-                      row_range(dtext_out.view(), 0, B));
+  const auto dtext_out = d.template zeros<T, 2>({T_ * B, C});
+  projection_backward(be, txt_proj, m.w.text_projection, m.g.text_projection, detail::as_const(dtext_feat),
+                      row_range(dtext_out, 0, B));
   // ITM pass: only the query rows feed the head
-  host_tensor<T, 2> ditm_out({(Q + T_) * B, C});
-  itm_head_backward(be, itm, m.w.itm_head, m.g.itm_head, detail::as_const(tensor_view<T, 2>(w_itm.data.data(), {B, 2})),
-                    row_range(ditm_out.view(), 0, Q * B));
-  qformer_backward(be, m, itm_pass, detail::as_const(ditm_out.view()));
-  qformer_backward(be, m, text_pass, detail::as_const(dtext_out.view()));
-  qformer_backward(be, m, image_pass, detail::as_const(dimage_out.view()));
-  host_tensor<T, 3> dimage({B, N, E});
-  encode_image_kv_backward(be, m, kv, dimage.view());
+  const auto ditm_out = d.template zeros<T, 2>({(Q + T_) * B, C});
+  itm_head_backward(be, itm, m.w.itm_head, m.g.itm_head, detail::as_const(w_itm), row_range(ditm_out, 0, Q * B));
+  qformer_backward(be, m, itm_pass, detail::as_const(ditm_out));
+  qformer_backward(be, m, text_pass, detail::as_const(dtext_out));
+  qformer_backward(be, m, image_pass, detail::as_const(dimage_out));
+  const auto dimage = d.template zeros<T, 3>({B, N, E});
+  encode_image_kv_backward(be, m, kv, dimage);
 
   int checked = 0;
   for_each_parameter(m.config(), m.g, [&](const std::string& name, auto& g) {
-    check_close("grad." + name, g.data(), want("grad." + name), tol);
+    check_close("grad." + name, d.host(g).data(), want("grad." + name), tol);
     ++checked;
   });
-  check_close("grad.image_embeds", dimage.data(), want("grad.image_embeds"), tol);
+  check_close("grad.image_embeds", d.host(dimage).data(), want("grad.image_embeds"), tol);
   // every gradient in the fixture was compared
   int in_fixture = 0;
   for (const auto& name : expected.names())
@@ -190,6 +192,17 @@ TEST_CASE("qformer golden: Hugging Face Blip2ForImageTextRetrieval outputs and e
     SUBCASE(("onednn float " + fixture).c_str()) {
       onednn_backend be;
       run_fixture<float>(be, fixture, 1e-4);
+    }
+#endif
+#if BLIP2_HAS_CUDA
+    SUBCASE(("cuda float " + fixture).c_str()) {
+      std::string why;
+      if (!cuda_available(&why)) {
+        MESSAGE("skipped: no CUDA device (" << why << ")");
+      } else {
+        cuda_backend be;
+        run_fixture<float>(be, fixture, 1e-4);
+      }
     }
 #endif
   }

@@ -33,7 +33,11 @@
 #include "blip2/backend/onednn/onednn.hpp"
 #include "blip2/models/vit/bf16.hpp"
 #endif
+#if BLIP2_HAS_CUDA
+#include "blip2/backend/cuda/cuda.hpp"
+#endif
 #include "harness/expect_error.hpp"
+#include "harness/on_backend.hpp"
 #include "harness/temp_dir.hpp"
 
 using namespace blip2;
@@ -65,7 +69,8 @@ const char* const cases[] = {"16", "24", "8", "12x20", "png"};
 
 template <class T, class Be>
 double run_cases(Be& be, double tol, index_t max_chunk = 8) {
-  const auto m = load_vision_model<T>(fixture);
+  testing::on_backend<Be> d(be);
+  const auto m = d.model(load_vision_model<T>(fixture));  // pixels stay on the host: vision_forward copies them
   const auto file = safetensors_file::open(fixture / "cases.safetensors");
   double worst = 0;
   for (const char* c : cases) {
@@ -149,6 +154,19 @@ TEST_CASE("vision_transformer_golden: oneDNN backend, float") {
   onednn_backend be;
   const double err = run_cases<float>(be, 1e-4);
   std::printf("vision golden, onednn float: largest relative error %.2e\n", err);
+}
+#endif
+
+#if BLIP2_HAS_CUDA
+TEST_CASE("vision_transformer_golden: CUDA backend, float (weights and activations in device memory)") {
+  std::string why;
+  if (!cuda_available(&why)) {
+    MESSAGE("skipped: no CUDA device (" << why << ")");
+    return;
+  }
+  cuda_backend be;
+  const double err = run_cases<float>(be, 1e-4);
+  std::printf("vision golden, cuda float: largest relative error %.2e\n", err);
 }
 #endif
 

@@ -31,7 +31,7 @@ void add_activation_cases(std::vector<op_case>& cases) {
       x.make("out", {R, C}, [](index_t) { return 0.0; });
     };
     auto r3 = [=](auto v) {  // (R, C) -> (2, R / 2, C)
-      return tensor_view<typename decltype(v)::element_type, 3>(v.data(), {2, R / 2, C});
+      return tensor_view<typename decltype(v)::element_type, 3, typename decltype(v)::memory_space_type>(v.data(), {2, R / 2, C});
     };
     auto forward = [=](auto& be, auto& x) {
       if (rank3)

@@ -53,15 +53,11 @@ inline std::string extra(const config& c) {
 // q, k, v (or their gradients, prefix "d") as views: separate buffers, or column blocks of "qkv".
 template <class IO>
 auto qkv_views(IO& x, const config& c, const std::string& prefix) {
-  using T = typename IO::scalar;
-  if (!c.fused) {
-    return std::array<tensor_view<T, 3>, 3>{x.template out<3>(prefix + "q"), x.template out<3>(prefix + "k"),
-                                            x.template out<3>(prefix + "v")};
-  }
-  T* base = x.fbuf(prefix + "qkv").data.data();
+  using V = decltype(x.template out<3>(prefix + "q"));
+  if (!c.fused) return std::array<V, 3>{x.template out<3>(prefix + "q"), x.template out<3>(prefix + "k"), x.template out<3>(prefix + "v")};
   const extents_t<3> e{c.B, c.T, c.C}, s{c.T * 3 * c.C, 3 * c.C, 1};
-  return std::array<tensor_view<T, 3>, 3>{tensor_view<T, 3>(base, e, s), tensor_view<T, 3>(base + c.C, e, s),
-                                          tensor_view<T, 3>(base + 2 * c.C, e, s)};
+  const std::string n = prefix + "qkv";
+  return std::array<V, 3>{x.template at<3>(n, e, s), x.template at<3>(n, e, s, c.C), x.template at<3>(n, e, s, 2 * c.C)};
 }
 
 inline void make_qkv(io<double>& x, const config& c, const std::string& prefix, const std::function<double()>& gen) {
@@ -92,7 +88,7 @@ template <class Be, class IO>
 void run_forward(Be& be, IO& x, const config& c) {
   using T = typename IO::scalar;
   const auto qkv = qkv_views(x, c, "");
-  attention_cache<T> cache{x.template out<4>("probs")};
+  attention_cache<T, typename std::remove_cvref_t<decltype(x)>::space> cache{x.template out<4>("probs")};
   with_policy(c.pol, c.Q, [&](const auto& mask) {
     if (c.pad == padding::none)
       attention_forward(be, x.template out<3>("out"), cache, qkv[0], qkv[1], qkv[2], c.NH, mask, no_padding, c.p,
@@ -108,7 +104,7 @@ void run_backward(Be& be, IO& x, const config& c, grad_write mode) {
   using T = typename IO::scalar;
   const auto qkv = qkv_views(x, c, "");
   const auto d = qkv_views(x, c, "d");
-  attention_cache<T> cache{x.template out<4>("probs")};
+  attention_cache<T, typename std::remove_cvref_t<decltype(x)>::space> cache{x.template out<4>("probs")};
   with_policy(c.pol, c.Q, [&](const auto& mask) {
     if (c.pad == padding::none)
       attention_backward(be, d[0], d[1], d[2], x.template in<3>("dout"), qkv[0], qkv[1], qkv[2], cache, c.NH, mask,

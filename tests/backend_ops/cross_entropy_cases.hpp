@@ -34,7 +34,7 @@ inline void add_cross_entropy_cases(std::vector<op_case>& cases) {
     auto forward = [=](auto& be, auto& x) {
       using T = typename std::remove_cvref_t<decltype(x)>::scalar;
       cross_entropy_forward(be, x.template out<1>("loss"), x.template out<1>("row_loss"),
-                            cross_entropy_cache<T>{x.template out<1>("lse"), x.template iout<1>("count")},
+                            cross_entropy_cache<T, typename std::remove_cvref_t<decltype(x)>::space>{x.template out<1>("lse"), x.template iout<1>("count")},
                             x.template in<2>("logits"), x.template iin<1>("targets"), smoothing, ignore_index);
     };
     std::ostringstream extra;
@@ -56,7 +56,7 @@ inline void add_cross_entropy_cases(std::vector<op_case>& cases) {
         using T = typename std::remove_cvref_t<decltype(x)>::scalar;
         cross_entropy_backward(be, x.template out<2>("dlogits"), x.template in<1>("dloss"), x.template in<2>("logits"),
                                x.template iin<1>("targets"),
-                               cross_entropy_cache<T>{x.template out<1>("lse"), x.template iout<1>("count")},
+                               cross_entropy_cache<T, typename std::remove_cvref_t<decltype(x)>::space>{x.template out<1>("lse"), x.template iout<1>("count")},
                                smoothing, ignore_index, mode);
       };
       const std::string m = mode == grad_write::accumulate ? ",accumulate" : ",assign";

@@ -32,7 +32,7 @@ inline void add_l2_normalize_cases(std::vector<op_case>& cases) {
     auto forward = [](auto& be, auto& x) {
       using T = typename std::remove_cvref_t<decltype(x)>::scalar;
       l2_normalize_forward(be, x.template out<2>("out"), x.template in<2>("inp"),
-                           l2_normalize_cache<T>{x.template out<1>("norm")});
+                           l2_normalize_cache<T, typename std::remove_cvref_t<decltype(x)>::space>{x.template out<1>("norm")});
     };
     const std::string extra = special ? "zero_row,tiny_row,nan_row" : "";
     cases.push_back(make_case("l2_normalize_forward", describe("l2_normalize_forward", {{"R", R}, {"D", D}}, extra),
@@ -49,7 +49,7 @@ inline void add_l2_normalize_cases(std::vector<op_case>& cases) {
       auto backward = [mode](auto& be, auto& x) {
         using T = typename std::remove_cvref_t<decltype(x)>::scalar;
         l2_normalize_backward(be, x.template out<2>("dinp"), x.template in<2>("dout"), x.template in<2>("inp"),
-                              l2_normalize_cache<T>{x.template out<1>("norm")}, 1e-12, mode);
+                              l2_normalize_cache<T, typename std::remove_cvref_t<decltype(x)>::space>{x.template out<1>("norm")}, 1e-12, mode);
       };
       const std::string m = mode == grad_write::accumulate ? "accumulate" : "assign";
       cases.push_back(make_case("l2_normalize_backward",

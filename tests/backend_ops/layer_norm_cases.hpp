@@ -24,7 +24,7 @@ inline void add_layer_norm_cases(std::vector<op_case>& cases) {
     auto forward = [](auto& be, auto& x) {
       using T = typename std::remove_cvref_t<decltype(x)>::scalar;
       layer_norm_forward(be, x.template out<2>("out"),
-                         layer_norm_cache<T>{x.template out<1>("mean"), x.template out<1>("rstd")},
+                         layer_norm_cache<T, typename std::remove_cvref_t<decltype(x)>::space>{x.template out<1>("mean"), x.template out<1>("rstd")},
                          x.template in<2>("inp"), x.template in<1>("weight"), x.template in<1>("bias"), 1e-5);
     };
     const std::string nan = nan_row ? "nan_row" : "";
@@ -52,11 +52,11 @@ inline void add_layer_norm_cases(std::vector<op_case>& cases) {
         };
         auto backward = [mode, skip_dweight, skip_dbias](auto& be, auto& x) {
           using T = typename std::remove_cvref_t<decltype(x)>::scalar;
-          auto dweight = skip_dweight ? tensor_view<T, 1>{} : x.template out<1>("dweight");
-          auto dbias = skip_dbias ? tensor_view<T, 1>{} : x.template out<1>("dbias");
+          auto dweight = skip_dweight ? decltype(x.template out<1>("dweight")){} : x.template out<1>("dweight");
+          auto dbias = skip_dbias ? decltype(x.template out<1>("dbias")){} : x.template out<1>("dbias");
           layer_norm_backward(be, x.template out<2>("dinp"), dweight, dbias, x.template in<2>("dout"),
                               x.template in<2>("inp"), x.template in<1>("weight"),
-                              layer_norm_cache<T>{x.template out<1>("mean"), x.template out<1>("rstd")}, mode);
+                              layer_norm_cache<T, typename std::remove_cvref_t<decltype(x)>::space>{x.template out<1>("mean"), x.template out<1>("rstd")}, mode);
         };
         const std::string extra = std::string(mode == grad_write::accumulate ? "accumulate" : "assign") +
                                   (nan_row ? ",nan_row" : "") + (w == wanted::frozen ? ",frozen" : "") +

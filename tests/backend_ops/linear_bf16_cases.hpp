@@ -60,19 +60,17 @@ inline void add_linear_bf16_cases(std::vector<op_case>& cases) {
       x.make("out", {M * out_row}, [](index_t) { return std::numeric_limits<double>::quiet_NaN(); });  // assigned
     };
     auto run = [=](auto& be, auto& x) {
-      using T = typename std::remove_cvref_t<decltype(x)>::scalar;
       // the weight as bfloat16 storage (its values are bfloat16 already: exact)
       const auto& wf = x.fbuf("weight");
       std::vector<bfloat16> w(wf.data.size());
       for (std::size_t i = 0; i < w.size(); ++i) w[i] = to_bfloat16(static_cast<float>(wf.data[i]));
-      tensor_view<const bfloat16, 2> weight(w.data(), {N, K}, {w_row, 1});
-      if (lay == layout::w_strided_k) weight = tensor_view<const bfloat16, 2>(w.data(), {N, K}, {w_row, 2});
-      if (lay == layout::w_reversed) weight = tensor_view<const bfloat16, 2>(w.data() + (N - 1) * K, {N, K}, {-K, 1});
-      const T* ip = x.fbuf("inp").data.data();
-      tensor_view<const T, 2> inp(ip, {M, K}, {inp_row, 1});
-      if (lay == layout::inp_strided_k) inp = tensor_view<const T, 2>(ip, {M, K}, {inp_row, 2});
-      if (lay == layout::inp_repeated_row) inp = tensor_view<const T, 2>(ip, {M, K}, {0, 1});
-      tensor_view<T, 2> out(x.fbuf("out").data.data(), {M, N}, {out_row, 1});
+      auto weight = x.template own<bfloat16, 2>(w, {N, K}, {w_row, 1});
+      if (lay == layout::w_strided_k) weight = x.template own<bfloat16, 2>(w, {N, K}, {w_row, 2});
+      if (lay == layout::w_reversed) weight = x.template own<bfloat16, 2>(w, {N, K}, {-K, 1}, (N - 1) * K);
+      auto inp = detail::as_const(x.template at<2>("inp", {M, K}, {inp_row, 1}));
+      if (lay == layout::inp_strided_k) inp = detail::as_const(x.template at<2>("inp", {M, K}, {inp_row, 2}));
+      if (lay == layout::inp_repeated_row) inp = detail::as_const(x.template at<2>("inp", {M, K}, {0, 1}));
+      auto out = x.template at<2>("out", {M, N}, {out_row, 1});
       if (c.bias)
         linear_bf16_forward(be, out, inp, weight, x.template in<1>("bias"));
       else

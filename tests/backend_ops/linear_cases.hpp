@@ -15,8 +15,7 @@ namespace linear_cases_detail {
 // A view with explicit extents and strides over a named buffer (transposes, slices, broadcasts).
 template <std::size_t R, class IO>
 auto strided(IO& x, const std::string& name, extents_t<R> e, extents_t<R> s) {
-  using T = typename IO::scalar;
-  return tensor_view<T, R>(x.fbuf(name).data.data(), e, s);
+  return x.template at<R>(name, e, s);
 }
 
 inline constexpr double nan = std::numeric_limits<double>::quiet_NaN();
@@ -155,10 +154,9 @@ inline void add_linear_cases(std::vector<op_case>& cases) {
           x.make("dbias", {N}, r.normals());
         };
         auto backward = [mode, bias = bias, skip_dinp, skip_dweight, skip_dbias](auto& be, auto& x) {
-          using T_ = typename std::remove_cvref_t<decltype(x)>::scalar;
-          auto dinp = skip_dinp ? tensor_view<T_, 3>{} : x.template out<3>("dinp");
-          auto dweight = skip_dweight ? tensor_view<T_, 2>{} : x.template out<2>("dweight");
-          auto dbias = skip_dbias ? tensor_view<T_, 1>{} : x.template out<1>("dbias");
+          auto dinp = skip_dinp ? decltype(x.template out<3>("dinp")){} : x.template out<3>("dinp");
+          auto dweight = skip_dweight ? decltype(x.template out<2>("dweight")){} : x.template out<2>("dweight");
+          auto dbias = skip_dbias ? decltype(x.template out<1>("dbias")){} : x.template out<1>("dbias");
           if (bias)
             linear_backward(be, dinp, dweight, dbias, x.template in<3>("dout"), x.template in<3>("inp"),
                             x.template in<2>("weight"), mode);

@@ -29,13 +29,12 @@ inline void add_softmax_cases(std::vector<op_case>& cases) {
         x.make("mask", {R, N}, [&](index_t i) { return i / N == 1 || i % N == 3 ? -10000.0 : 0.0; });
     };
     auto forward = [R = R, N = N, m = m](auto& be, auto& x) {
-      using T = typename std::remove_cvref_t<decltype(x)>::scalar;
       auto out = x.template out<2>("out");
       auto inp = x.template in<2>("inp");
       if (m == masking::none)
         softmax_forward(be, out, inp);
       else if (m == masking::broadcast_row)
-        softmax_forward(be, out, inp, tensor_view<const T, 2>(x.fbuf("mask").data.data(), {R, N}, {0, 1}));
+        softmax_forward(be, out, inp, detail::as_const(x.template at<2>("mask", {R, N}, {0, 1})));
       else
         softmax_forward(be, out, inp, x.template in<2>("mask"));
     };

@@ -28,6 +28,9 @@
 #if BLIP2_TEST_ONEDNN
 #include "blip2/backend/onednn/onednn.hpp"
 #endif
+#if BLIP2_TEST_CUDA
+#include "harness/device_io.hpp"
+#endif
 
 namespace blip2::testing {
 
@@ -41,6 +44,9 @@ struct op_case {
   std::function<void(reference_backend&, io<float>&)> run_reference_float;
 #if BLIP2_TEST_ONEDNN
   std::function<void(onednn_backend&, io<float>&)> run_onednn;
+#endif
+#if BLIP2_TEST_CUDA
+  std::function<void(cuda_backend&, device_io&)> run_cuda;
 #endif
 };
 
@@ -59,6 +65,9 @@ op_case make_case(std::string op, std::string desc, std::function<void(io<double
 #if BLIP2_TEST_ONEDNN
   c.run_onednn = [run](onednn_backend& be, io<float>& x) { run(be, x); };
 #endif
+#if BLIP2_TEST_CUDA
+  c.run_cuda = [run](cuda_backend& be, device_io& x) { run(be, x); };
+#endif
   return c;
 }
 
@@ -75,7 +84,8 @@ inline void fail(comparison& c, const std::string& why) {
 }
 
 template <class T>
-comparison compare_outputs(const op_case& cs, const io<double>& ref, const io<T>& got) {
+comparison compare_outputs(const op_case& cs, const io<double>& ref, const io<T>& got, double max_nmse = -1) {
+  if (max_nmse < 0) max_nmse = cs.max_nmse;
   comparison c;
   for (const auto& name : cs.outputs) {
     if (auto it = ref.i.find(name); it != ref.i.end()) {
@@ -111,7 +121,7 @@ comparison compare_outputs(const op_case& cs, const io<double>& ref, const io<T>
     const double rel = maxref > 0 ? maxdiff / maxref : maxdiff;
     c.nmse = std::max(c.nmse, nmse);
     c.max_rel = std::max(c.max_rel, rel);
-    if (!(nmse <= cs.max_nmse)) fail(c, name + ": nmse " + std::to_string(nmse) + " > " + std::to_string(cs.max_nmse));
+    if (!(nmse <= max_nmse)) fail(c, name + ": nmse " + std::to_string(nmse) + " > " + std::to_string(max_nmse));
   }
   return c;
 }
@@ -157,7 +167,8 @@ inline std::vector<run_result> run_case(const op_case& cs, long perturb_output =
   cs.init(ref);
   reference_backend rb;
   cs.run_reference_double(rb, ref);
-  auto run_one = [&](const std::string& backend_name, auto&& run) {
+  // max_nmse < 0: the case's own tolerance
+  auto run_one = [&](const std::string& backend_name, auto&& run, double max_nmse = -1) {
     if (!selected(cs.desc + " " + backend_name)) return;
     io<double> fresh;
     cs.init(fresh);  // init is deterministic: the same inputs and pre-filled outputs as the oracle saw
@@ -171,7 +182,7 @@ inline std::vector<run_result> run_case(const op_case& cs, long perturb_output =
     if (perturb_output >= 0) perturb(cs, ref, x, static_cast<std::size_t>(perturb_output));
     run_result r{backend_name, cs.op, cs.desc, {}};
     if (!error.empty()) fail(r.cmp, "threw: " + error);
-    const comparison cmp = compare_outputs(cs, ref, x);
+    const comparison cmp = compare_outputs(cs, ref, x, max_nmse);
     r.cmp.nmse = cmp.nmse;
     r.cmp.max_rel = cmp.max_rel;
     if (!cmp.ok) fail(r.cmp, cmp.why);
@@ -228,6 +239,41 @@ inline std::vector<run_result> run_case(const op_case& cs, long perturb_output =
     if (onednn_detail::stream_kernel_available(stream_kernels::avx2))
       run_one("onednn-f32-avx2", [&](io<float>& x) { cs.run_onednn(avx2, x); });
     run_one("onednn-f32-matmul", [&](io<float>& x) { cs.run_onednn(matmul, x); });
+  }
+#endif
+#if BLIP2_TEST_CUDA
+  if (cuda_available()) {
+    // the CUDA backend as a user gets it, then each of its kernel variants where an op has several
+    auto with = [](auto set) {
+      cuda_backend be;
+      set(be);
+      return be;
+    };
+    auto run_cuda = [&](cuda_backend& be) {
+      return [&](io<float>& x) {
+        device_io d(be, x);
+        cs.run_cuda(be, d);
+        d.download();  // waits for the stream: a kernel's failure is thrown here
+      };
+    };
+    static cuda_backend cb;
+    run_one("cuda", run_cuda(cb));
+    const bool gemm_op = cs.op == "matmul" || (cs.op.rfind("linear_", 0) == 0 && cs.op != "linear_bf16_forward");
+    const bool attention_op = cs.op.rfind("attention", 0) == 0;
+    if (attention_op) {
+      static cuda_backend fused = with([](cuda_backend& be) { be.set_attention(cuda_backend::attention_kernels::fused); });
+      static cuda_backend gemm = with([](cuda_backend& be) { be.set_attention(cuda_backend::attention_kernels::batched_gemm); });
+      run_one("cuda-fused", run_cuda(fused));
+      run_one("cuda-batched-gemm", run_cuda(gemm));
+    }
+    if ((gemm_op || attention_op) && perturb_output < 0) {  // (1e-4 would hide a perturbation in big outputs)
+      // bf16 inputs, f32 accumulation: each input carries a relative rounding error up to 2^-9, so a
+      // product's error is about 2^-8.5 relative and its square, averaged over the output, about 1e-5
+      // (a float32 kernel stays below 1e-10). 1e-4 leaves a factor 10 for sums of unlucky signs; one
+      // wrong element among a few hundred still gives an NMSE above 1e-4 (the perturbation test).
+      static cuda_backend bf16 = with([](cuda_backend& be) { be.set_matmul(cuda_backend::matmul_precision::bf16); });
+      run_one("cuda-bf16", run_cuda(bf16), std::max(cs.max_nmse, 1e-4));
+    }
   }
 #endif
   return results;

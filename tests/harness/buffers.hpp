@@ -55,6 +55,7 @@ struct buffer {
 template <class T>
 struct io {
   using scalar = T;
+  using space = host_space;  // where the views of out(), in(), at() and own() point (device_io.hpp: cuda)
   std::map<std::string, buffer<T>> f;
   std::map<std::string, buffer<index_t>> i;
 
@@ -77,6 +78,24 @@ struct io {
   tensor_view<index_t, R> iout(const std::string& name) { return ibuf(name).template view<R>(); }
   template <std::size_t R>
   tensor_view<const index_t, R> iin(const std::string& name) { return ibuf(name).template view<R>(); }
+
+  // A view with explicit extents and strides over a named buffer from element `offset` (transposes,
+  // slices, broadcasts, column blocks of one buffer).
+  template <std::size_t R>
+  tensor_view<T, R> at(const std::string& name, extents_t<R> e, extents_t<R> s, index_t offset = 0) {
+    return {fbuf(name).data.data() + offset, e, s};
+  }
+  // The host side of a copy between the host and a backend's memory: here the same as out() and in();
+  // device_io.hpp hands out its host buffers instead of device mirrors.
+  template <std::size_t R>
+  tensor_view<T, R> host_out(const std::string& name) { return out<R>(name); }
+  template <std::size_t R>
+  tensor_view<const T, R> host_in(const std::string& name) { return in<R>(name); }
+  // A read-only view of storage the case made itself (a bfloat16 weight).
+  template <class U, std::size_t R>
+  tensor_view<const U, R> own(const std::vector<U>& v, extents_t<R> e, extents_t<R> s, index_t offset = 0) {
+    return {v.data() + offset, e, s};
+  }
 
   // Create a buffer filled by gen(i) for every element.
   template <class Gen>
