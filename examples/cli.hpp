@@ -46,6 +46,9 @@
 #ifdef BLIP2_HAS_ONEDNN
 #include "blip2/backend/onednn/onednn.hpp"
 #endif
+#ifdef BLIP2_HAS_CUDA
+#include "blip2/backend/cuda/cuda.hpp"
+#endif
 
 namespace blip2::cli {
 
@@ -138,11 +141,19 @@ inline constexpr const char* fastest_backend = "onednn";
 inline constexpr const char* fastest_backend = "reference";
 #endif
 
-// --backend reference|onednn; onednn is a usage error in a build without it.
-inline std::string backend(arguments& a) {
-  std::string b = a.choice("backend", {"reference", "onednn"});
+// Whether a program's run is written for device memory too (then it takes --backend cuda).
+enum class device_backends { no, cuda };
+
+// --backend reference|onednn[|cuda]; onednn is a usage error in a build without it, cuda in a build without
+// the CUDA part and in programs that do not run on it yet.
+inline std::string backend(arguments& a, device_backends devices = device_backends::no) {
+  std::string b = devices == device_backends::cuda ? a.choice("backend", {"reference", "onednn", "cuda"})
+                                                    : a.choice("backend", {"reference", "onednn"});
 #ifndef BLIP2_HAS_ONEDNN
   if (b == "onednn") throw usage_error{"this build has no oneDNN backend; use --backend reference"};
+#endif
+#ifndef BLIP2_HAS_CUDA
+  if (b == "cuda") throw usage_error{"this build has no CUDA backend (nvcc was not found when it was configured)"};
 #endif
   return b;
 }
@@ -158,6 +169,19 @@ decltype(auto) with_backend([[maybe_unused]] std::string_view name, F&& f) {  //
 #endif
   reference_backend be;
   return f(be);
+}
+
+// with_backend, and the CUDA backend for `name` == "cuda" (programs whose run compiles for device memory:
+// models through to_backend, inputs copied over, outputs copied back).
+template <class F>
+decltype(auto) with_any_backend(std::string_view name, F&& f) {
+#ifdef BLIP2_HAS_CUDA
+  if (name == "cuda") {
+    cuda_backend be;
+    return f(be);
+  }
+#endif
+  return with_backend(name, std::forward<F>(f));
 }
 
 // The tokenizer of --vocab (default: the model folder's vocab.txt) and the text length of --max-length

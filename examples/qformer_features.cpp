@@ -11,15 +11,17 @@
 //   - the image side is encoded once (encode_image_kv) and shared by every pass that cross-attends;
 //   - activations are sequence-major (row p * B + b): the query rows of a pass are its first Q B rows,
 //     and position 0 of every text is the first B rows of a text pass;
-//   - the same templated code runs on the reference backend and on the oneDNN backend;
+//   - the same templated code runs on the reference backend, the oneDNN backend and the CUDA backend: the
+//     model is loaded on the host and moved once (blip2::to_backend), inputs go to the backend's memory
+//     (blip2::to_backend_memory) and results come back (blip2::to_host), each an explicit copy;
 //   - evaluation mode: qformer_pass_inputs::training stays false, so there is no dropout;
 //   - errors: every library failure is a blip2::error with a message naming what and where; a tool
 //     catches it, prints it and exits with a status, it never crashes on bad input.
 //
 // Usage:
-//   qformer_features --model DIR --inputs IN.safetensors --output OUT.safetensors [--backend reference|onednn]
+//   qformer_features --model DIR --inputs IN.safetensors --output OUT.safetensors [--backend reference|onednn|cuda]
 //   qformer_features --model DIR [--images FILE...] [--texts TEXT...] [--vocab FILE] [--max-length L]
-//                    [--raw-texts] --output OUT.safetensors [--backend reference|onednn]
+//                    [--raw-texts] --output OUT.safetensors [--backend reference|onednn|cuda]
 // IN holds image_embeds (float, (B, N, E)) and optionally input_ids (int64, (B, T)) and attention_mask
 // (int64 0/1, (B, T); all ones when absent). OUT (float32) holds
 //   query_output (B, Q, C)  image_feats (B, Q, D)                           always
@@ -50,6 +52,8 @@
 #include "blip2/io/qformer_checkpoint.hpp"
 #include "blip2/io/safetensors.hpp"
 #include "blip2/models/qformer/heads.hpp"
+#include "blip2/models/to_space.hpp"
+#include "blip2/nn/transfer.hpp"
 #ifdef BLIP2_HAS_IMAGE
 #include "blip2/io/image.hpp"
 #include "blip2/io/vision_checkpoint.hpp"
@@ -62,9 +66,9 @@ using namespace blip2;
 namespace {
 
 constexpr const char* usage_line =
-    "usage: qformer_features --model DIR --inputs IN.safetensors --output OUT.safetensors [--backend reference|onednn]\n"
+    "usage: qformer_features --model DIR --inputs IN.safetensors --output OUT.safetensors [--backend reference|onednn|cuda]\n"
     "       qformer_features --model DIR [--images FILE...] [--texts TEXT...] [--vocab FILE] [--max-length L]\n"
-    "                        [--raw-texts] --output OUT.safetensors [--backend reference|onednn]";
+    "                        [--raw-texts] --output OUT.safetensors [--backend reference|onednn|cuda]";
 
 struct options {
   std::filesystem::path model, inputs, output, vocab;
@@ -87,7 +91,7 @@ options parse_args(cli::arguments& a) {
     else if (a.is("--raw-texts")) o.raw_texts = true;
     else if (a.is("--max-length"))
       o.max_length = a.integer<index_t>("a whole number", 2, 100000, "room for [CLS] and [SEP]");
-    else if (a.is("--backend")) o.backend = cli::backend(a);
+    else if (a.is("--backend")) o.backend = cli::backend(a, cli::device_backends::cuda);
     else a.unknown();
   }
   cli::require(!o.model.empty(), "--model DIR");
@@ -155,7 +159,7 @@ inputs inputs_from_files(Be& be, const options& opt, const qformer_model_config&
   }
 #ifdef BLIP2_HAS_IMAGE
   if (opt.have_images) {
-    const vision_model<float> vit = load_vision_model<float>(opt.model);
+    const auto vit = to_backend(be, load_vision_model<float>(opt.model));
     if (vit.config().hidden_size != cfg.qformer.encoder_hidden_size)
       detail::raise<value_error>("--model '", opt.model.string(), "': vision_config.hidden_size = ",
                                  vit.config().hidden_size, " but qformer_config.encoder_hidden_size = ",
@@ -178,17 +182,10 @@ inputs inputs_from_files(Be& be, const options& opt, const qformer_model_config&
   return in;
 }
 
-template <class T>
-host_tensor<T, 3> query_rows_by_batch(const qformer_pass_state<T>& st) {  // (B, Q, C) copy of the query rows
-  host_tensor<T, 3> out({st.B, st.Lq, st.output().extent(1)});
-  reference_backend ref;
-  copy(ref, out.view(), detail::as_const(by_batch(row_range(st.output(), 0, st.Lq * st.B), st.B)));
-  return out;
-}
-
 template <class Be>
 void run(Be& be, const options& opt) {
-  const auto m = load_qformer<float>(opt.model);
+  using S = typename Be::memory_space;
+  const auto m = to_backend(be, load_qformer<float>(opt.model));
   const auto& cfg = m.config();
   const auto in = opt.inputs.empty() ? inputs_from_files(be, opt, cfg) : read_inputs(opt.inputs, cfg);
   const index_t B = in.B, Bt = in.Bt, Q = cfg.num_query_tokens, C = cfg.qformer.hidden_size;
@@ -196,56 +193,59 @@ void run(Be& be, const options& opt) {
   std::vector<safetensors_entry> out;
 
   // image side: cross-attention keys/values of every image, once
-  image_kv_state<float> kv;
-  qformer_pass_state<float> image_pass;
-  host_tensor<float, 3> query_output;
-  projection_state<float> img_proj;
+  image_kv_state<float, S> kv;
+  qformer_pass_state<float, S> image_pass;
+  space_tensor<float, 3, S> query_output({B, Q, C});
+  projection_state<float, S> img_proj;
   if (B > 0) {
-    encode_image_kv(be, m, kv, tensor_view<const float, 3>(in.image.data.data(), {B, in.N, in.E}));
+    const auto image = to_backend_memory(be, tensor_view<const float, 3>(in.image.data.data(), {B, in.N, in.E}));
+    encode_image_kv(be, m, kv, image.view());
 
     // image pass: queries only -> query_output (B, Q, C), image_feats = normalize(vision_projection) (B, Q, D)
-    qformer_pass_inputs<float> ip;
+    qformer_pass_inputs<float, S> ip;
     ip.batch = B;
     ip.queries = true;
     ip.image = &kv;
     qformer_forward(be, m, image_pass, ip);
-    query_output = query_rows_by_batch(image_pass);
-    out.push_back(safetensors_entry::of("query_output", query_output));
+    // the query rows, batch-major: (B, Q, C)
+    copy(be, query_output.view(), detail::as_const(by_batch(row_range(image_pass.output(), 0, Q * B), B)));
+    out.push_back(safetensors_entry::of("query_output", to_host(be, query_output.view())));
     // the projections belong to the retrieval heads: a Blip2ForConditionalGeneration checkpoint has none
     if (cfg.with_text) {
       projection_forward(be, img_proj, m.w.vision_projection,
-                         tensor_view<const float, 2>(query_output.data(), {B * Q, C}));
-      out.push_back(safetensors_entry::of("image_feats", tensor_view<const float, 3>(img_proj.feats.data(), {B, Q, D})));
+                         tensor_view<const float, 2, S>(query_output.view().data(), {B * Q, C}));
+      out.push_back(safetensors_entry::of(
+          "image_feats", to_host(be, tensor_view<const float, 3, S>(img_proj.feats.data(), {B, Q, D}))));
     }
   }
 
   // text side (optional): text pass -> text_feat, ITC scores; joint pass -> ITM logits
-  qformer_pass_state<float> text_pass, joint_pass;
-  projection_state<float> txt_proj;
-  itc_similarity_state<float> itc;
-  itm_head_state<float> itm;
+  qformer_pass_state<float, S> text_pass, joint_pass;
+  projection_state<float, S> txt_proj;
+  itc_similarity_state<float, S> itc;
+  itm_head_state<float, S> itm;
   if (in.ids) {
-    qformer_pass_inputs<float> tp;
+    qformer_pass_inputs<float, S> tp;
     tp.batch = Bt;
     tp.input_ids = tensor_view<const index_t, 2>(in.ids->data.data(), {Bt, in.T});
     if (in.mask) tp.attention_mask = tensor_view<const index_t, 2>(in.mask->data.data(), {Bt, in.T});
     qformer_forward(be, m, text_pass, tp);
     // position 0 ([CLS]) of every text: the first Bt rows, (Bt, C)
     projection_forward(be, txt_proj, m.w.text_projection, detail::as_const(row_range(text_pass.output(), 0, Bt)));
-    out.push_back(safetensors_entry::of("text_feat", txt_proj.feats));
+    out.push_back(safetensors_entry::of("text_feat", to_host(be, txt_proj.feats)));
     if (B > 0) {
-      itc_similarity_forward(be, itc, tensor_view<const float, 3>(img_proj.feats.data(), {B, Q, D}),
+      itc_similarity_forward(be, itc, tensor_view<const float, 3, S>(img_proj.feats.data(), {B, Q, D}),
                              detail::as_const(txt_proj.feats));
-      out.push_back(safetensors_entry::of("itc_scores", itc.sim));
+      out.push_back(safetensors_entry::of("itc_scores", to_host(be, itc.sim)));
     }
     if (B > 0 && B == Bt) {
-      qformer_pass_inputs<float> jp = tp;  // [queries ; text], bidirectional, text padding, image b with text b
+      qformer_pass_inputs<float, S> jp = tp;  // [queries ; text], bidirectional, text padding, image b with text b
       jp.queries = true;
       jp.image = &kv;
       jp.attention = qformer_attention::bidirectional;
       qformer_forward(be, m, joint_pass, jp);
       itm_head_forward(be, itm, m.w.itm_head, detail::as_const(row_range(joint_pass.output(), 0, Q * B)), B);
-      out.push_back(safetensors_entry::of("itm_logits", itm.logits));
+      out.push_back(safetensors_entry::of("itm_logits", to_host(be, itm.logits)));
     } else if (B > 0) {
       std::printf("qformer_features: note: %lld images and %lld texts: itm_logits (image b with text b) needs equal "
                   "counts and is not written\n", static_cast<long long>(B), static_cast<long long>(Bt));
@@ -260,6 +260,6 @@ void run(Be& be, const options& opt) {
 
 int main(int argc, char** argv) {
   return cli::run_main("qformer_features", usage_line, argc, argv, parse_args, [](const options& opt) {
-    return cli::with_backend(opt.backend, [&](auto& be) { return run(be, opt); });
+    return cli::with_any_backend(opt.backend, [&](auto& be) { return run(be, opt); });
   });
 }

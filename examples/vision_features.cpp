@@ -9,12 +9,13 @@
 //     (blip2::load_vision_model: config.json's vision_config + model.safetensors);
 //   - another image size than the checkpoint's (--size 364 for a 224 px model) just works: the position
 //     embeddings are interpolated bicubically, as LAVIS does;
-//   - the same templated code on the reference backend and on the oneDNN backend;
+//   - the same templated code on the reference backend, the oneDNN backend and the CUDA backend (the model
+//     loaded on the host, then copied to the device by blip2::to_backend);
 //   - errors: every library failure is a blip2::error whose message names what and where; the tool
 //     prints it and exits with a status, it never crashes on bad input.
 //
 // Usage:
-//   vision_features --model DIR --image FILE [--size S] [--backend reference|onednn] [--bf16]
+//   vision_features --model DIR --image FILE [--size S] [--backend reference|onednn|cuda] [--bf16]
 //                   --output OUT.safetensors
 // S defaults to vision_config.image_size; --backend defaults to onednn when built with it; --bf16 asks for
 // bfloat16 weights on oneDNN (a clear error where the CPU or the build cannot have them).
@@ -27,6 +28,7 @@
 #include "blip2/io/image.hpp"
 #include "blip2/io/safetensors.hpp"
 #include "blip2/io/vision_checkpoint.hpp"
+#include "blip2/models/to_space.hpp"
 #include "cli.hpp"
 #ifdef BLIP2_HAS_ONEDNN
 #include "blip2/models/vit/bf16.hpp"
@@ -37,7 +39,7 @@ using namespace blip2;
 namespace {
 
 constexpr const char* usage_line =
-    "usage: vision_features --model DIR --image FILE [--size S] [--backend reference|onednn] [--bf16] "
+    "usage: vision_features --model DIR --image FILE [--size S] [--backend reference|onednn|cuda] [--bf16] "
     "--output OUT.safetensors";
 
 struct options {
@@ -54,7 +56,7 @@ options parse_args(cli::arguments& a) {
     else if (a.is("--image")) o.image = a.value();
     else if (a.is("--output")) o.output = a.value();
     else if (a.is("--size")) o.size = a.integer("an image size", 1, 4096);
-    else if (a.is("--backend")) o.backend = cli::backend(a);
+    else if (a.is("--backend")) o.backend = cli::backend(a, cli::device_backends::cuda);
     else if (a.is("--bf16")) o.bf16 = true;
     else a.unknown();
   }
@@ -70,7 +72,7 @@ int run(Be& be, const options& o) {
   if constexpr (requires { require_bf16_weights(be); })
     if (o.bf16) require_bf16_weights(be);  // throws backend_error: see models/vit/bf16.hpp
   // the encoder first: a bad checkpoint is reported before the image is decoded
-  const vision_model<float> vit = load_vision_model<float>(o.model);
+  const auto vit = to_backend(be, load_vision_model<float>(o.model));
   const int size = o.size > 0 ? o.size : static_cast<int>(vit.config().image_size);
   if (size % vit.config().patch_size != 0)
     detail::raise<value_error>("--size ", size, " is not a multiple of the model's patch size ", vit.config().patch_size);
@@ -94,6 +96,6 @@ int run(Be& be, const options& o) {
 
 int main(int argc, char** argv) {
   return cli::run_main("vision_features", usage_line, argc, argv, parse_args, [](const options& o) {
-    return cli::with_backend(o.backend, [&](auto& be) { return run(be, o); });
+    return cli::with_any_backend(o.backend, [&](auto& be) { return run(be, o); });
   });
 }

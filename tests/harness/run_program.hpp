@@ -22,6 +22,16 @@ inline std::vector<std::string> built_backends() {
 #endif
 }
 
+// The --backend values of a program that also runs on the CUDA backend (cli::with_any_backend): cuda too
+// in a build with the CUDA part (the test defines BLIP2_TEST_CUDA_PART), run or skipped as no_gpu_here says.
+inline std::vector<std::string> device_program_backends() {
+  std::vector<std::string> b = built_backends();
+#if BLIP2_TEST_CUDA_PART
+  b.push_back("cuda");
+#endif
+  return b;
+}
+
 inline std::string shell_quoted(const std::string& s) {  // single-quoted for /bin/sh
   std::string out = "'";
   for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
@@ -41,6 +51,12 @@ struct program_result {
 
 // Runs exe with args (each quoted), stdout and stderr to files in dir; env: NAME=VALUE assignments put
 // before the command.
+// Whether a --backend cuda run ended (status 1) because this machine has no usable GPU: the program's
+// one acceptable failure there; the caller skips the run's checks, saying so.
+inline bool no_gpu_here(const std::string& backend, const program_result& r) {
+  return backend == "cuda" && r.status == 1 && r.err.find("no usable CUDA device") != std::string::npos;
+}
+
 inline program_result run_program(const std::string& exe, const temp_dir& dir, const std::vector<std::string>& args,
                                   const std::string& env = "") {
   std::string cmd = env.empty() ? shell_quoted(exe) : env + " " + shell_quoted(exe);
