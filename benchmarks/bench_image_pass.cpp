@@ -92,23 +92,7 @@ host_tensor<float, 3> make_images(index_t B) {
   return img;
 }
 
-// ---- FLOPs of the pass, from its shapes ----
-struct flop_count {
-  double kv = 0, rest = 0;
-  double total() const { return kv + rest; }
-};
-flop_count pass_flops(const qformer_config& q, index_t B) {
-  const double C = q.hidden_size, F = q.intermediate_size, R = double(Q) * B;
-  flop_count f;
-  for (index_t l = 0; l < q.num_hidden_layers; ++l) {
-    f.rest += 4 * 2 * R * C * C + 4.0 * B * Q * Q * C + 2 * 2 * R * C * F;  // self q,k,v,o; q k^T, p v; FFN
-    if (q.has_cross_attention(l)) {
-      f.kv += 2 * 2.0 * B * N * E * C;                    // image K and V projections
-      f.rest += 2 * 2 * R * C * C + 4.0 * B * Q * N * C;  // cross q, o; q k^T, p v
-    }
-  }
-  return f;
-}
+flop_count pass_flops(const qformer_config& q, index_t B) { return image_pass_flops(q, B, Q, N, E); }
 
 template <class V>
 std::string shape_of(const V& v) {
@@ -292,13 +276,7 @@ int main(int argc, char** argv) {
     else if (a == "--reference-b8") cfg.reference_b8 = true;
     else if (a == "--no-reference") cfg.reference = false;
     else if (a == "--batches") {
-      cfg.batches.clear();
-      const std::string v = next();
-      for (std::size_t p = 0; p < v.size();) {
-        const auto c = v.find(',', p);
-        cfg.batches.push_back(std::stoll(v.substr(p, c - p)));
-        p = c == std::string::npos ? v.size() : c + 1;
-      }
+      cfg.batches = split_indices(next());
     }
     else {
       std::fprintf(stderr,

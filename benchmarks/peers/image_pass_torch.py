@@ -12,7 +12,10 @@ compared element by element.
 
 Run with /usr/bin/python3 (Debian's python3-torch). Prints one JSON object (rows one per line) on stdout.
   image_pass_torch.py --threads 2 --batches 1,8 --reps 10 [--bf16 [--bf16-batches 1] [--bf16-reps 3]] [--dump DIR]
+                      [--device cuda]
 --dump writes the B = 1 outputs as raw float32 (Q x C): torch_f32.bin and, with --bf16, torch_bf16.bin.
+--device cuda runs on the GPU (bench_gpu's peer): weights and images moved there once, TF32 off (float32 is
+float32, as the C++ side's default), bf16 autocast on cuda, every timed call ended by torch.cuda.synchronize().
 """
 import argparse
 import json
@@ -114,15 +117,33 @@ def image_pass(m, images):
     return x  # (B, Q, C)
 
 
-def timed(fn, reps, warmup):
+def to_device(obj, device):
+    """the model's nested dicts, lists and tuples of tensors, moved to device"""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
+
+
+def sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, reps, warmup, device="cpu"):
     """median and all times of reps calls after warmup untimed ones, and the last call's result"""
     for _ in range(warmup):
         fn()
+    sync(device)
     t = []
     out = None
     for _ in range(reps):
         t0 = time.perf_counter()
         out = fn()
+        sync(device)
         t.append(time.perf_counter() - t0)
     return statistics.median(t), t, out
 
@@ -137,12 +158,17 @@ def main():
     ap.add_argument("--bf16-reps", type=int, default=0, help="reps for bf16 (default: --reps)")
     ap.add_argument("--bf16-batches", default="", help="batch sizes for bf16 (default: --batches)")
     ap.add_argument("--dump", default="")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (the GPU peer of bench_gpu)")
     ap.add_argument("--matmul-probe", type=int, default=0,
                     help="also time one n^3 torch.mm in float32 and in bfloat16 (f32 accumulation inside)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    m = make_model()
+    dev = args.device
+    if dev.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    m = to_device(make_model(), dev)
     rows = []
     outs = {}
     batches = [int(b) for b in args.batches.split(",") if b]
@@ -150,27 +176,27 @@ def main():
     # float32 first (the comparison that counts, close in time to the caller's own runs), bf16 after
     cases = [("float32", None, B) for B in batches] + [("bf16 autocast", torch.bfloat16, B) for B in bf16_batches]
     for name, dt, B in cases:
-        images = make_images(B)
+        images = make_images(B).to(dev)
 
         def run():
             with torch.no_grad():
                 if dt is None:
                     return image_pass(m, images)
-                with torch.autocast(device_type="cpu", dtype=dt):
+                with torch.autocast(device_type="cuda" if dev.startswith("cuda") else "cpu", dtype=dt):
                     return image_pass(m, images).float()
         reps = args.reps if dt is None or args.bf16_reps <= 0 else args.bf16_reps
         # bf16 runs for seconds on CPUs without native bf16: no untimed warm-up there
-        _, samples, out = timed(run, reps, args.warmup if dt is None else 0)
+        _, samples, out = timed(run, reps, args.warmup if dt is None or dev != "cpu" else 0, dev)
         rows.append(dict(dtype=name, B=B, **ms_summary(samples)))
         if B == 1:
-            outs[name] = out.float().contiguous()
+            outs[name] = out.float().contiguous().cpu()
     probe = None
     if args.matmul_probe > 0:
         n = args.matmul_probe
-        a, b = torch.rand(n, n) - 0.5, torch.rand(n, n) - 0.5
+        a, b = (torch.rand(n, n) - 0.5).to(dev), (torch.rand(n, n) - 0.5).to(dev)
         probe = {}
         for name, x, y in [("float32", a, b), ("bfloat16", a.bfloat16(), b.bfloat16())]:
-            med, _, _ = timed(lambda: torch.mm(x, y), 3 if name == "float32" else 1, 1)
+            med, _, _ = timed(lambda: torch.mm(x, y), 3 if name == "float32" or dev != "cpu" else 1, 1, dev)
             probe[name] = dict(n=n, ms=med * 1e3, gflops=2.0 * n ** 3 / med * 1e-9)
     err = None
     if "bf16 autocast" in outs:
@@ -185,7 +211,8 @@ def main():
         if "bf16 autocast" in outs:
             outs["bf16 autocast"].numpy().astype(np.float32).tofile(os.path.join(args.dump, "torch_bf16.bin"))
     # one row per line, so a line-oriented reader (bench_image_pass.cpp) finds them; still one JSON object
-    head = dict(peer="pytorch", torch=torch.__version__, threads=torch.get_num_threads(),
+    head = dict(peer="pytorch", torch=torch.__version__, threads=torch.get_num_threads(), device=dev,
+                gpu=torch.cuda.get_device_name() if dev.startswith("cuda") else "",
                 blas=loaded_blas(), cpu_capability=torch.backends.cpu.get_cpu_capability()
                 if hasattr(torch.backends, "cpu") and hasattr(torch.backends.cpu, "get_cpu_capability") else "",
                 bf16_error_vs_f32=err, matmul_probe=probe)
