@@ -7,59 +7,11 @@
 // used as an index: its row's loss is NaN (so is the mean loss: the row counts) and so are its gradients.
 #include "blip2/backend/cuda/cross_entropy.hpp"
 #include "common.cuh"
+#include "row_team.cuh"
 
 namespace blip2::cuda_detail {
 namespace {
 
-constexpr index_t warp_row_max = 1024;  // rows up to this long: one warp per row
-constexpr unsigned grid_cap = 1u << 20;
-
-// The threads that share one row: a warp (Warp) or the whole block. Every thread of a team walks the
-// same rows, so the reductions are reached by the whole team.
-template <bool Warp>
-struct row_team {
-  index_t first, step;
-  int lane, width;
-  __device__ row_team() {
-    if constexpr (Warp) {
-      const index_t per_block = blockDim.x / 32;
-      lane = static_cast<int>(threadIdx.x % 32);
-      width = 32;
-      first = index_t(blockIdx.x) * per_block + threadIdx.x / 32;
-      step = index_t(gridDim.x) * per_block;
-    } else {
-      lane = static_cast<int>(threadIdx.x);
-      width = static_cast<int>(blockDim.x);
-      first = blockIdx.x;
-      step = gridDim.x;
-    }
-  }
-  __device__ float sum(float x, float* shared) const {
-    if constexpr (Warp)
-      return warp_sum(x);
-    else
-      return block_sum(x, shared);
-  }
-  __device__ float max(float x, float* shared) const {
-    if constexpr (Warp)
-      return warp_max(x);
-    else
-      return block_max(x, shared);
-  }
-};
-
-struct row_plan {
-  bool warp;
-  unsigned blocks, threads;
-};
-row_plan plan_rows(index_t R, index_t V) {
-  if (V <= warp_row_max) {
-    const unsigned b = blocks_for(R, 8);
-    return {true, b < grid_cap ? b : grid_cap, 256};
-  }
-  const unsigned b = R < index_t(grid_cap) ? static_cast<unsigned>(R) : grid_cap;
-  return {false, b, V <= 4096 ? 256u : 512u};
-}
 
 __device__ inline bool is_bad_target(index_t t, index_t V, index_t ignore_index) {
   return t != ignore_index && (t < 0 || t >= V);
@@ -174,7 +126,7 @@ void cross_entropy_forward(cuda_backend& be, tensor_view<float, 1, cuda_space> l
   const index_t R = logits.extent(0), V = logits.extent(1);
   cudaStream_t s = stream_of(be);
   if (R > 0 && V > 0) {  // the public op rejects V == 0 with rows
-    const row_plan p = plan_rows(R, V);
+    const row_launch p = plan_rows(R, V);
     if (p.warp)
       rows_kernel<true><<<p.blocks, p.threads, 0, s>>>(dv(row_loss), dv(lse), dv(logits), dv(targets), smoothing,
                                                        ignore_index);

@@ -6,53 +6,11 @@
 //             adds the chunks of each column in chunk order to dweight / dbias. One chunk adds directly.
 #include "blip2/backend/cuda/layer_norm.hpp"
 #include "common.cuh"
+#include "row_team.cuh"
 
 namespace blip2::cuda_detail {
 namespace {
 
-constexpr index_t warp_row_max = 1024;  // rows up to this long: one warp per row
-constexpr unsigned grid_cap = 1u << 20;
-
-// The threads that share one row: a warp (Warp) or the whole block. Every thread of a team walks the
-// same rows, so the reductions are reached by the whole team.
-template <bool Warp>
-struct row_team {
-  index_t first, step;
-  int lane, width;
-  __device__ row_team() {
-    if constexpr (Warp) {
-      const index_t per_block = blockDim.x / 32;
-      lane = static_cast<int>(threadIdx.x % 32);
-      width = 32;
-      first = index_t(blockIdx.x) * per_block + threadIdx.x / 32;
-      step = index_t(gridDim.x) * per_block;
-    } else {
-      lane = static_cast<int>(threadIdx.x);
-      width = static_cast<int>(blockDim.x);
-      first = blockIdx.x;
-      step = gridDim.x;
-    }
-  }
-  __device__ float sum(float x, float* shared) const {
-    if constexpr (Warp)
-      return warp_sum(x);
-    else
-      return block_sum(x, shared);
-  }
-};
-
-struct row_plan {
-  bool warp;
-  unsigned blocks, threads;
-};
-row_plan plan_rows(index_t R, index_t C) {
-  if (C <= warp_row_max) {
-    const unsigned b = blocks_for(R, 8);
-    return {true, b < grid_cap ? b : grid_cap, 256};
-  }
-  const unsigned b = R < index_t(grid_cap) ? static_cast<unsigned>(R) : grid_cap;
-  return {false, b, C <= 4096 ? 256u : 512u};
-}
 
 template <bool Warp>
 __global__ void forward_kernel(dview<float, 2> out, dview<float, 1> mean, dview<float, 1> rstd,
@@ -172,7 +130,7 @@ void layer_norm_forward(cuda_backend& be, tensor_view<float, 2, cuda_space> out,
   const index_t R = inp.extent(0), C = inp.extent(1);
   // C == 0 with R > 0 still runs: the reference writes mean = rstd = 0 / 0 = NaN there
   if (R == 0) return;
-  const row_plan p = plan_rows(R, C);
+  const row_launch p = plan_rows(R, C);
   if (p.warp)
     forward_kernel<true><<<p.blocks, p.threads, 0, stream_of(be)>>>(dv(out), dv(mean), dv(rstd), dv(inp), dv(weight),
                                                                     dv(bias), eps);
@@ -191,7 +149,7 @@ void layer_norm_backward(cuda_backend& be, tensor_view<float, 2, cuda_space> din
   if (R == 0 || C == 0) return;
   cudaStream_t s = stream_of(be);
   // dinp first, then the parameter gradients, in the reference's order (dinp may alias dout)
-  const row_plan p = plan_rows(R, C);
+  const row_launch p = plan_rows(R, C);
   const bool acc = mode == grad_write::accumulate;
   if (p.warp)
     backward_dinp_kernel<true><<<p.blocks, p.threads, 0, s>>>(dv(dinp), dv(dout), dv(inp), dv(weight), dv(mean),

@@ -4,59 +4,11 @@
 // the row (max, sum of exponentials, output), backward two (dot, output).
 #include "blip2/backend/cuda/softmax.hpp"
 #include "common.cuh"
+#include "row_team.cuh"
 
 namespace blip2::cuda_detail {
 namespace {
 
-constexpr index_t warp_row_max = 1024;  // rows up to this long: one warp per row
-constexpr unsigned grid_cap = 1u << 20;
-
-// The threads that share one row: a warp (Warp) or the whole block. Every thread of a team walks the
-// same rows, so the reductions are reached by the whole team.
-template <bool Warp>
-struct row_team {
-  index_t first, step;
-  int lane, width;
-  __device__ row_team() {
-    if constexpr (Warp) {
-      const index_t per_block = blockDim.x / 32;
-      lane = static_cast<int>(threadIdx.x % 32);
-      width = 32;
-      first = index_t(blockIdx.x) * per_block + threadIdx.x / 32;
-      step = index_t(gridDim.x) * per_block;
-    } else {
-      lane = static_cast<int>(threadIdx.x);
-      width = static_cast<int>(blockDim.x);
-      first = blockIdx.x;
-      step = gridDim.x;
-    }
-  }
-  __device__ float sum(float x, float* shared) const {
-    if constexpr (Warp)
-      return warp_sum(x);
-    else
-      return block_sum(x, shared);
-  }
-  __device__ float max(float x, float* shared) const {
-    if constexpr (Warp)
-      return warp_max(x);
-    else
-      return block_max(x, shared);
-  }
-};
-
-struct row_plan {
-  bool warp;
-  unsigned blocks, threads;
-};
-row_plan plan_rows(index_t R, index_t N) {
-  if (N <= warp_row_max) {
-    const unsigned b = blocks_for(R, 8);
-    return {true, b < grid_cap ? b : grid_cap, 256};
-  }
-  const unsigned b = R < index_t(grid_cap) ? static_cast<unsigned>(R) : grid_cap;
-  return {false, b, N <= 4096 ? 256u : 512u};
-}
 
 template <bool Warp>
 __global__ void forward_kernel(dview<float, 2> out, dview<const float, 2> inp, dview<const float, 2> mask) {
@@ -103,7 +55,7 @@ void softmax_forward(cuda_backend& be, tensor_view<float, 2, cuda_space> out, te
                      tensor_view<const float, 2, cuda_space> mask) {
   const index_t R = inp.extent(0), N = inp.extent(1);
   if (R == 0 || N == 0) return;
-  const row_plan p = plan_rows(R, N);
+  const row_launch p = plan_rows(R, N);
   if (p.warp)
     forward_kernel<true><<<p.blocks, p.threads, 0, stream_of(be)>>>(dv(out), dv(inp), dv(mask));
   else
@@ -116,7 +68,7 @@ void softmax_backward(cuda_backend& be, tensor_view<float, 2, cuda_space> dinp,
                       grad_write mode) {
   const index_t R = out.extent(0), N = out.extent(1);
   if (R == 0 || N == 0) return;
-  const row_plan p = plan_rows(R, N);
+  const row_launch p = plan_rows(R, N);
   const bool acc = mode == grad_write::accumulate;
   if (p.warp)
     backward_kernel<true><<<p.blocks, p.threads, 0, stream_of(be)>>>(dv(dinp), dv(dout), dv(out), acc);
