@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "backend_ops/adamw_cases.hpp"
 #include "backend_ops/layer_norm_cases.hpp"
 #include "backend_ops/linear_cases.hpp"
 #include "backend_ops/linear_bf16_cases.hpp"
@@ -42,6 +43,7 @@ std::vector<op_case> all_cases() {
   add_row_max_cases(cases);
   add_cross_entropy_cases(cases);
   add_elementwise_cases(cases);
+  add_adamw_cases(cases);
   return cases;
 }
 }  // namespace

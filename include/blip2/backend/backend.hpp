@@ -56,6 +56,7 @@ concept backend = requires {
   X(row_max_backward)                                                                              \
   X(cross_entropy_forward)  /* label smoothing, ignore index, mean over counted rows */            \
   X(cross_entropy_backward)                                                                        \
+  X(adamw_update)           /* AdamW's update of one arena segment: p, m, v from g */              \
   X(axpy)                   /* y += alpha x (residual connections, gradient accumulation) */       \
   X(copy)                   /* dst = src, any strides (layout changes) */                          \
   X(fill)                   /* dst = value, any strides */                                         \

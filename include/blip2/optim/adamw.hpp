@@ -28,6 +28,8 @@
 //
 //   auto opt = blip2::make_adamw(model);                         // decay groups from the names
 //   for (step...) { ...backward...; opt.step(model.parameters(), model.gradients(), schedule(step)); }
+//   blip2::adamw<float, blip2::cuda_space> gpu_opt(n, options, decay_groups(cfg));   // a device model's:
+//   gpu_opt.step(cuda, gpu_model.parameter_view(), gpu_model.gradient_view(), lr);
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -38,8 +40,13 @@
 #include <utility>
 #include <vector>
 
+#include "blip2/core/buffer.hpp"
 #include "blip2/core/errors.hpp"
+#include "blip2/core/rows.hpp"
 #include "blip2/models/qformer/pass.hpp"
+#include "blip2/nn/adamw_update.hpp"
+#include "blip2/nn/fill.hpp"
+#include "blip2/optim/adamw_rule.hpp"
 
 namespace blip2 {
 
@@ -89,7 +96,11 @@ std::vector<param_segment> decay_groups(const qformer_model<T>& model, no_decay_
   return decay_groups(model.config(), rule);
 }
 
-template <class T>
+// The optimiser state (moments m, v and the step count) lives in memory space Space, next to the
+// parameters: a host optimiser steps spans (step(params, grads, lr)); any optimiser steps views in its
+// space through a backend (step(be, params, grads, lr): one op::adamw_update per segment, the same
+// arithmetic and, on the CUDA backend, the same bits).
+template <class T, memory_space Space = host_space>
 class adamw {
   static_assert(std::is_floating_point_v<T>, "blip2::adamw: parameters must be float or double");
 
@@ -97,7 +108,7 @@ class adamw {
   // An optimiser for `size` parameters. `segments` must cover [0, size) in order without gaps; empty:
   // one segment, decayed. Throws value_error for options outside torch's domain or bad segments.
   explicit adamw(index_t size, adamw_options options = {}, std::vector<param_segment> segments = {})
-      : options_(options), segments_(std::move(segments)) {
+      : options_(options), segments_(std::move(segments)), size_(size) {
     BLIP2_CHECK(size >= 0, value_error, "adamw: size = ", size, " must be >= 0");
     check_options(options_);
     if (segments_.empty()) segments_.push_back({"all", 0, size, true});
@@ -109,26 +120,20 @@ class adamw {
     }
     BLIP2_CHECK(expect == size, value_error, "adamw: the segments cover ", expect, " elements but there are ", size,
                 " parameters");
-    m_.assign(static_cast<std::size_t>(size), T{});
-    v_.assign(static_cast<std::size_t>(size), T{});
+    // zeros on the host; a device state is zeroed by its first step (the constructor has no backend)
+    m_.reserve_elements(static_cast<std::size_t>(size));
+    v_.reserve_elements(static_cast<std::size_t>(size));
+    zeroed_ = Space::host_accessible;
   }
 
   // One update with learning rate lr (from a schedule). Throws shape_error when a span has another
   // length than size(), value_error for a negative or non-finite lr. Non-finite gradients are not
   // checked here (clip_grad_norm reports them; skip the step then).
-  void step(std::span<T> params, std::span<const T> grads, double lr) {
-    BLIP2_CHECK(static_cast<index_t>(params.size()) == size() && static_cast<index_t>(grads.size()) == size(), shape_error,
-                "adamw::step: params has ", params.size(), " elements and grads ", grads.size(), " but the optimiser has ",
-                size());
-    BLIP2_CHECK(std::isfinite(lr) && lr >= 0, value_error, "adamw::step: lr = ", lr, " must be finite and >= 0");
+  void step(std::span<T> params, std::span<const T> grads, double lr)
+    requires(Space::host_accessible)
+  {
+    check_step(static_cast<index_t>(params.size()), static_cast<index_t>(grads.size()), lr);
     ++step_;
-    const double b1 = options_.beta1, b2 = options_.beta2, eps = options_.eps;
-    const double t = static_cast<double>(step_);
-    const double bc1 = 1.0 - std::pow(b1, t);
-    const double bc2_sqrt = std::sqrt(1.0 - std::pow(b2, t));
-    const double step_size = lr / bc1;
-    const double decay_factor = 1.0 - lr * options_.weight_decay;
-    const double w1 = 1.0 - b1, w2 = 1.0 - b2;
     T* p = params.data();
     const T* g = grads.data();
     T* m = m_.data();
@@ -138,55 +143,57 @@ class adamw {
 #endif
     for (const auto& seg : segments_) {
       const index_t end = seg.offset + seg.size;
+      const adamw_step_constants k = constants(lr, seg.decay);
       if constexpr (std::is_same_v<T, float>) {
-        // float parameters: the same update in float, the constants folded, a loop the compiler vectorises
-        // (memory-bound: 4 floats read, 3 written per element; the double form is far slower; timing in
-        // benchmarks/README.md).
-        const float fb2 = static_cast<float>(b2), fw1 = static_cast<float>(w1), fw2 = static_cast<float>(w2);
-        const float inv_bc2 = static_cast<float>(1.0 / bc2_sqrt), feps = static_cast<float>(eps);
-        const float neg_step = static_cast<float>(-step_size);
-        const float decay = seg.decay ? static_cast<float>(decay_factor) : 1.0f;
+        // float parameters: memory-bound (4 floats read, 3 written per element); the double form is far
+        // slower (timing in benchmarks/README.md)
+        const adamw_float_constants kf(k);
 #if defined(_OPENMP)
 #pragma omp for simd schedule(static) nowait
 #endif
-        for (index_t i = seg.offset; i < end; ++i) {
-          const float gi = g[i];
-          const float mi = m[i] + fw1 * (gi - m[i]);
-          const float vi = v[i] * fb2 + fw2 * gi * gi;
-          m[i] = mi;
-          v[i] = vi;
-          p[i] = p[i] * decay + neg_step * mi / (std::sqrt(vi) * inv_bc2 + feps);
-        }
+        for (index_t i = seg.offset; i < end; ++i) adamw_update_element(p[i], m[i], v[i], g[i], kf);
         continue;
       }
 #if defined(_OPENMP)
 #pragma omp for schedule(static) nowait
 #endif
-      for (index_t i = seg.offset; i < end; ++i) {
-        const double gi = g[i];
-        double pi = static_cast<double>(p[i]);
-        if (seg.decay) pi *= decay_factor;
-        const double mi = static_cast<double>(m[i]);
-        m[i] = static_cast<T>(mi + w1 * (gi - mi));
-        v[i] = static_cast<T>(static_cast<double>(v[i]) * b2 + w2 * gi * gi);
-        const double denom = std::sqrt(static_cast<double>(v[i])) / bc2_sqrt + eps;
-        p[i] = static_cast<T>(pi + (-step_size * static_cast<double>(m[i])) / denom);
-      }
+      for (index_t i = seg.offset; i < end; ++i) adamw_update_element(p[i], m[i], v[i], g[i], k);
     }
   }
 
-  index_t size() const { return static_cast<index_t>(m_.size()); }
+  // The same update on backend be, over views in its memory (one adamw_update op per segment).
+  template <backend Be>
+  void step(Be& be, std::type_identity_t<tensor_view<T, 1, Space>> params,
+            std::type_identity_t<tensor_view<const T, 1, Space>> grads, double lr) {
+    static_assert(std::is_same_v<typename Be::memory_space, Space>, "adamw::step: the backend works in another memory space");
+    check_step(params.extent(0), grads.extent(0), lr);
+    if (!zeroed_) {
+      fill(be, exp_avg_view(), T{});
+      fill(be, exp_avg_sq_view(), T{});
+      zeroed_ = true;
+    }
+    ++step_;
+    for (const auto& seg : segments_) {
+      if (seg.size == 0) continue;
+      auto part = [&](auto v) { return row_range(v, seg.offset, seg.offset + seg.size); };
+      adamw_update(be, part(params), part(exp_avg_view()), part(exp_avg_sq_view()), part(grads), constants(lr, seg.decay));
+    }
+  }
+
+  index_t size() const { return size_; }
   // Updates done so far (t of the last update); the bias corrections use it.
   std::int64_t step_count() const { return step_; }
   void set_step_count(std::int64_t t) {
     BLIP2_CHECK(t >= 0, value_error, "adamw: step count ", t, " must be >= 0");
     step_ = t;
   }
-  // First and second moments, laid out like the parameters.
-  std::span<T> exp_avg() { return m_; }
-  std::span<const T> exp_avg() const { return m_; }
-  std::span<T> exp_avg_sq() { return v_; }
-  std::span<const T> exp_avg_sq() const { return v_; }
+  // First and second moments, laid out like the parameters (spans: host optimisers only).
+  std::span<T> exp_avg() requires(Space::host_accessible) { return {m_.data(), static_cast<std::size_t>(size_)}; }
+  std::span<const T> exp_avg() const requires(Space::host_accessible) { return {m_.data(), static_cast<std::size_t>(size_)}; }
+  std::span<T> exp_avg_sq() requires(Space::host_accessible) { return {v_.data(), static_cast<std::size_t>(size_)}; }
+  std::span<const T> exp_avg_sq() const requires(Space::host_accessible) { return {v_.data(), static_cast<std::size_t>(size_)}; }
+  tensor_view<T, 1, Space> exp_avg_view() { return {m_.data(), {size_}}; }
+  tensor_view<T, 1, Space> exp_avg_sq_view() { return {v_.data(), {size_}}; }
   const std::vector<param_segment>& segments() const { return segments_; }
   const adamw_options& options() const { return options_; }
   void set_options(const adamw_options& o) {
@@ -195,8 +202,12 @@ class adamw {
   }
   // Back to the state of a new optimiser (moments zero, step count 0).
   void reset() {
-    std::fill(m_.begin(), m_.end(), T{});
-    std::fill(v_.begin(), v_.end(), T{});
+    if constexpr (Space::host_accessible) {
+      std::fill(m_.data(), m_.data() + size_, T{});
+      std::fill(v_.data(), v_.data() + size_, T{});
+    } else {
+      zeroed_ = false;  // zeroed by the next step
+    }
     step_ = 0;
   }
 
@@ -208,10 +219,30 @@ class adamw {
     BLIP2_CHECK(o.weight_decay >= 0 && std::isfinite(o.weight_decay), value_error, "adamw: weight_decay = ",
                 o.weight_decay, " must be finite and >= 0");
   }
+  void check_step(index_t params, index_t grads, double lr) const {
+    BLIP2_CHECK(params == size() && grads == size(), shape_error, "adamw::step: params has ", params,
+                " elements and grads ", grads, " but the optimiser has ", size());
+    BLIP2_CHECK(std::isfinite(lr) && lr >= 0, value_error, "adamw::step: lr = ", lr, " must be finite and >= 0");
+  }
+  // The constants of update step_ (already counted) at rate lr, for a segment that decays or not.
+  adamw_step_constants constants(double lr, bool decay) const {
+    const double b1 = options_.beta1, b2 = options_.beta2, t = static_cast<double>(step_);
+    adamw_step_constants k;
+    k.step_size = lr / (1.0 - std::pow(b1, t));
+    k.bc2_sqrt = std::sqrt(1.0 - std::pow(b2, t));
+    k.decay = decay ? 1.0 - lr * options_.weight_decay : 1.0;
+    k.beta2 = b2;
+    k.one_minus_beta1 = 1.0 - b1;
+    k.one_minus_beta2 = 1.0 - b2;
+    k.eps = options_.eps;
+    return k;
+  }
 
   adamw_options options_;
   std::vector<param_segment> segments_;
-  std::vector<T> m_, v_;
+  index_t size_ = 0;
+  buffer<T, Space> m_, v_;
+  bool zeroed_ = true;
   std::int64_t step_ = 0;
 };
 

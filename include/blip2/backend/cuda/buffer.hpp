@@ -36,7 +36,14 @@ class buffer<T, cuda_space> {
   }
   buffer(const buffer& o) {
     reserve_elements(o.n_);
-    if (n_) cuda_detail::device_copy(p_, o.p_, n_ * sizeof(T));
+    if (n_) {
+      try {
+        cuda_detail::device_copy(p_, o.p_, n_ * sizeof(T));
+      } catch (...) {  // no destructor runs for a constructor that throws: give the block back here
+        cuda_detail::device_deallocate(p_);
+        throw;
+      }
+    }
   }
   buffer& operator=(const buffer& o) {
     if (this != &o) {

@@ -5,6 +5,7 @@
 #pragma once
 #include "blip2/backend/cuda/cuda_backend.hpp"
 #include "blip2/backend/cuda/buffer.hpp"
+#include "blip2/backend/cuda/adamw_update.hpp"
 #include "blip2/backend/cuda/attention.hpp"
 #include "blip2/backend/cuda/axpy.hpp"
 #include "blip2/backend/cuda/copy.hpp"

@@ -3,6 +3,7 @@
 #pragma once
 #include "blip2/backend/onednn/onednn_backend.hpp"
 #include "blip2/backend/reference/reference_backend.hpp"
+#include "blip2/backend/onednn/adamw_update.hpp"
 #include "blip2/backend/onednn/attention.hpp"
 #include "blip2/backend/onednn/axpy.hpp"
 #include "blip2/backend/onednn/copy.hpp"

@@ -8,6 +8,7 @@
 // The type itself and reference_fallback are in base.hpp.
 #pragma once
 #include "blip2/backend/reference/base.hpp"
+#include "blip2/backend/reference/adamw_update.hpp"
 #include "blip2/backend/reference/attention.hpp"
 #include "blip2/backend/reference/axpy.hpp"
 #include "blip2/backend/reference/copy.hpp"
