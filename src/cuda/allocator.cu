@@ -34,6 +34,10 @@ void device_copy(void* dst, const void* src, std::size_t bytes) {
   // wait for: finish all of it before copying what it may still write
   check(cudaDeviceSynchronize(), "a queued kernel failed");
   check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "device-to-device copy");
+  // a device-to-device cudaMemcpy returns before the copy has run (no host-side synchronisation), on the
+  // legacy default stream, which the backends' non-blocking streams do not wait for: finish it here, so a
+  // kernel queued next (on any stream) reads the copy and nothing overwrites src while it is read
+  check(cudaDeviceSynchronize(), "device-to-device copy");
 }
 }  // namespace cuda_detail
 

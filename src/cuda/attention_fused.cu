@@ -124,13 +124,17 @@ __global__ void __launch_bounds__(threads)
     const float m_new = fmaxf(m, tmax);
     // rescale what was summed against the old maximum (nothing was while it is -inf)
     const float alpha = m_new == -INFINITY ? 1.0f : expf(m - m_new);
+    // while the maximum is still -inf the tile's scores are -inf or NaN: a -inf score weighs 0 (as it does
+    // against the finite maximum a later tile may bring; exp(-inf - -inf) would be NaN and poison l), a NaN
+    // stays NaN; a row whose maximum stays -inf ends NaN as the reference's (l = 0, m = -inf below)
+    const float m_exp = m_new == -INFINITY ? 0.0f : m_new;
     float tsum = 0.0f;
 #pragma unroll
     for (int jj = 0; jj < tile_keys / 4; ++jj) {
       const index_t s = s0 + g + 4 * jj;
       float pv = 0.0f;
       if (s < S) {
-        const float e = expf(sc[jj] - m_new);
+        const float e = expf(sc[jj] - m_exp);
         tsum += e;
         if (row_ok) pv = e * dropout_factor(a.p, a.drop_scale, a.seed, static_cast<std::uint64_t>(row * S + s));
       }

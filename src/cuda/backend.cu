@@ -23,6 +23,10 @@ struct resources {
   std::unordered_map<int, std::vector<unsigned char>> staging;
 
   ~resources() {
+    // queued work may still use the workspace and the scratch buffers, which go back to the process's
+    // cache after this body (and may be handed to another stream at once): wait for it first. This runs
+    // also where ~cuda_backend does not: a move assignment replaces (destroys) the old resources.
+    if (stream) cudaStreamSynchronize(stream);
     if (lt) cublasLtDestroy(lt);
     if (blas) cublasDestroy(blas);
     if (stream) cudaStreamDestroy(stream);

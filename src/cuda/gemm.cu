@@ -34,6 +34,8 @@ operand as_operand(const float* p, index_t rows, index_t cols, index_t s_batch, 
   // a stride of an extent-1 dimension is never used: normalise it so the checks below see a layout
   if (cols == 1) s_col = 1;
   if (rows == 1) s_row = cols;
+  // a negative batch stride (a reversed batch) is not a documented cuBLAS stride: copy it densely
+  if (s_batch < 0) return {p, CUBLAS_OP_N, 0, 0, false};
   if (s_col == 1 && s_row >= (cols > 1 ? cols : 1)) return {p, CUBLAS_OP_N, s_row, s_batch, true};
   if (s_row == 1 && s_col >= (rows > 1 ? rows : 1)) return {p, CUBLAS_OP_T, s_col, s_batch, true};
   return {p, CUBLAS_OP_N, 0, 0, false};
@@ -86,7 +88,7 @@ void gemm(cuda_backend& be, tensor_view<float, 3, cuda_space> c, tensor_view<con
   }
   // C must be row-major with unit column stride (read column-major: C^T, leading dimension its row stride)
   tensor_view<float, 3, cuda_space> c_out = c;
-  const bool c_dense = (N == 1 || c.stride(2) == 1) && (M == 1 || c.stride(1) >= N) && (batch == 1 || c.stride(0) != 0);
+  const bool c_dense = (N == 1 || c.stride(2) == 1) && (M == 1 || c.stride(1) >= N) && (batch == 1 || c.stride(0) > 0);
   if (!c_dense) {
     c_out = tensor_view<float, 3, cuda_space>(static_cast<float*>(be.scratch(slot_c, c.size() * sizeof(float))), c.extents());
     if (beta != 0.0f) copy_device(be, raw_of(detail::as_rank4(c_out)), raw_of(detail::as_rank4(tensor_view<const float, 3, cuda_space>(c))));
