@@ -244,10 +244,12 @@ inline std::vector<run_result> run_case(const op_case& cs, long perturb_output =
 #if BLIP2_TEST_CUDA
   if (cuda_available()) {
     // the CUDA backend as a user gets it, then each of its kernel variants where an op has several
-    auto with = [](auto set) {
-      cuda_backend be;
-      set(be);
-      return be;
+    // backends made once and never destroyed: a static's destructor could run after the CUDA runtime has
+    // shut down (its stream and cuBLAS handle would be released into a runtime that is gone)
+    auto with = [](auto set) -> cuda_backend& {
+      auto* be = new cuda_backend;
+      set(*be);
+      return *be;
     };
     auto run_cuda = [&](cuda_backend& be) {
       return [&](io<float>& x) {
@@ -256,13 +258,13 @@ inline std::vector<run_result> run_case(const op_case& cs, long perturb_output =
         d.download();  // waits for the stream: a kernel's failure is thrown here
       };
     };
-    static cuda_backend cb;
+    static cuda_backend& cb = with([](cuda_backend&) {});
     run_one("cuda", run_cuda(cb));
     const bool gemm_op = cs.op == "matmul" || (cs.op.rfind("linear_", 0) == 0 && cs.op != "linear_bf16_forward");
     const bool attention_op = cs.op.rfind("attention", 0) == 0;
     if (attention_op) {
-      static cuda_backend fused = with([](cuda_backend& be) { be.set_attention(cuda_backend::attention_kernels::fused); });
-      static cuda_backend gemm = with([](cuda_backend& be) { be.set_attention(cuda_backend::attention_kernels::batched_gemm); });
+      static cuda_backend& fused = with([](cuda_backend& be) { be.set_attention(cuda_backend::attention_kernels::fused); });
+      static cuda_backend& gemm = with([](cuda_backend& be) { be.set_attention(cuda_backend::attention_kernels::batched_gemm); });
       run_one("cuda-fused", run_cuda(fused));
       run_one("cuda-batched-gemm", run_cuda(gemm));
     }
@@ -271,8 +273,15 @@ inline std::vector<run_result> run_case(const op_case& cs, long perturb_output =
       // product's error is about 2^-8.5 relative and its square, averaged over the output, about 1e-5
       // (a float32 kernel stays below 1e-10). 1e-4 leaves a factor 10 for sums of unlucky signs; one
       // wrong element among a few hundred still gives an NMSE above 1e-4 (the perturbation test).
-      static cuda_backend bf16 = with([](cuda_backend& be) { be.set_matmul(cuda_backend::matmul_precision::bf16); });
+      static cuda_backend& bf16 = with([](cuda_backend& be) { be.set_matmul(cuda_backend::matmul_precision::bf16); });
       run_one("cuda-bf16", run_cuda(bf16), std::max(cs.max_nmse, 1e-4));
+      if (attention_op) {  // the automatic choice takes the GEMMs in bf16: the fused kernel's bf16 too
+        static cuda_backend& fused_bf16 = with([](cuda_backend& be) {
+          be.set_matmul(cuda_backend::matmul_precision::bf16);
+          be.set_attention(cuda_backend::attention_kernels::fused);
+        });
+        run_one("cuda-fused-bf16", run_cuda(fused_bf16), std::max(cs.max_nmse, 1e-4));
+      }
     }
   }
 #endif
