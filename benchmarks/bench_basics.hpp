@@ -7,6 +7,7 @@
 //   the PyTorch peers     peer_unavailable, run_peer_command, json_field / json_number / json_numbers, join
 //   flags                 flag_value; peer_flags, read_peer_flag
 //   FLOPs                 image_pass_flops: the Q-Former image pass's matmul work, from its shapes
+//   outputs               read_floats (a peer's raw float32 dump), compare (max and rms relative error)
 #pragma once
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -221,6 +223,35 @@ bool read_peer_flag(const std::string& a, Next&& next, peer_flags& f) {
   else return false;
   return true;
 }
+// ---- outputs: a peer's raw float32 dump, and how far apart two outputs are ----
+// The file's floats (empty when it cannot be read).
+inline std::vector<float> read_floats(const std::filesystem::path& path) {
+  std::vector<float> v;
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return v;
+  f.seekg(0, std::ios::end);
+  v.resize(static_cast<std::size_t>(f.tellg()) / sizeof(float));
+  f.seekg(0);
+  f.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(float)));
+  return v;
+}
+
+// max |a - b| / max |b|, and the rms of a - b over the rms of b
+struct rel_error {
+  double max_rel = 0, rms_rel = 0;
+};
+inline rel_error compare(const float* a, const float* b, std::size_t n) {
+  double md = 0, mr = 0, sd = 0, sr = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double d = double(a[i]) - double(b[i]);
+    md = std::max(md, std::abs(d));
+    mr = std::max(mr, std::abs(double(b[i])));
+    sd += d * d;
+    sr += double(b[i]) * b[i];
+  }
+  return {md / std::max(mr, 1e-30), std::sqrt(sd / std::max(sr, 1e-30))};
+}
+
 // ---- FLOPs of the Q-Former image pass (encode_image_kv + the queries through every layer), from its shapes:
 // 2 per multiply-add of the linear layers and of attention's q k^T and p v; Q queries, N image tokens of
 // width E, B images ----

@@ -15,7 +15,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -118,25 +117,6 @@ peer_rows run_peer(const std::string& dump) {
   return p;
 }
 
-std::vector<float> read_floats(const std::filesystem::path& path) {
-  std::vector<float> v;
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return v;
-  f.seekg(0, std::ios::end);
-  v.resize(static_cast<std::size_t>(f.tellg()) / sizeof(float));
-  f.seekg(0);
-  f.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(float)));
-  return v;
-}
-
-// max |a - b| / max |b| (NaN when the sizes differ)
-double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
-  if (a.size() != b.size() || b.empty()) return NAN;
-  double d = 0, m = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) d = std::max(d, double(std::abs(a[i] - b[i]))), m = std::max(m, double(std::abs(b[i])));
-  return d / m;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -199,8 +179,11 @@ int main(int argc, char** argv) {
                     100 * image_pass_flops(qc, B, Q, N, E).total() / (torch_ms * 1e-3) * 1e-12 / peak);
       if (B == 1 && cfg.peer) {
         const auto want = read_floats(dump / (bf16 ? "torch_bf16.bin" : "torch_f32.bin"));
-        std::printf("  B = 1 output against PyTorch's %s: max |diff| / max |ref| = %.2e\n", peer_dtype.c_str(),
-                    relative_error(r.out, want));
+        if (want.size() == r.out.size())
+          std::printf("  B = 1 output against PyTorch's %s: max |diff| / max |ref| = %.2e\n", peer_dtype.c_str(),
+                      compare(r.out.data(), want.data(), want.size()).max_rel);
+        else
+          std::printf("  B = 1 output against PyTorch's %s: no dump to compare with\n", peer_dtype.c_str());
       }
     }
   }

@@ -199,33 +199,6 @@ peer_result run_peer(int threads, const std::string& batches, const std::string&
   return r;
 }
 
-std::vector<float> read_floats(const std::filesystem::path& path) {
-  std::vector<float> v;
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return v;
-  f.seekg(0, std::ios::end);
-  v.resize(static_cast<std::size_t>(f.tellg()) / sizeof(float));
-  f.seekg(0);
-  f.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(float)));
-  return v;
-}
-
-// max |a - b| / max |b|, and the rms of a - b over the rms of b
-struct rel_error {
-  double max_rel = 0, rms_rel = 0;
-};
-rel_error compare(const float* a, const float* b, std::size_t n) {
-  double md = 0, mr = 0, sd = 0, sr = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const double d = double(a[i]) - double(b[i]);
-    md = std::max(md, std::abs(d));
-    mr = std::max(mr, std::abs(double(b[i])));
-    sd += d * d;
-    sr += double(b[i]) * b[i];
-  }
-  return {md / std::max(mr, 1e-30), std::sqrt(sd / std::max(sr, 1e-30))};
-}
-
 // ---- bfloat16 on this CPU: can oneDNN make a bf16 matmul (bf16 x bf16 -> f32), and how fast is it? ----
 void bf16_probe(double f32_gflops, index_t P) {
   using dt = dnnl::memory::data_type;

@@ -12,6 +12,7 @@
 #include "blip2/backend/cuda/cuda.hpp"
 #include "blip2/nn/copy_from_host.hpp"
 #include "blip2/nn/copy_to_host.hpp"
+#include "blip2/nn/transfer.hpp"
 #include "blip2/optim/adamw.hpp"
 
 using namespace blip2;
@@ -140,22 +141,17 @@ TEST_CASE("adamw on the device: three steps give the host optimiser's bits (para
   for (index_t i = 0; i < n; ++i) p[i] = 0.01f * static_cast<float>(i % 97) - 0.4f;
   adamw<float> host_opt(n, {}, segs);
   adamw<float, cuda_space> dev_opt(n, {}, segs);
-  buffer<float, cuda_space> dp, dg;
-  dp.reserve_elements(n);
-  dg.reserve_elements(n);
-  const tensor_view<float, 1, cuda_space> pv(dp.data(), {n});
-  const tensor_view<float, 1, cuda_space> gv(dg.data(), {n});
-  copy_from_host(be, pv, tensor_view<const float, 1>(p.data(), {n}));
+  auto dp = to_backend_memory(be, tensor_view<const float, 1>(p.data(), {n}));
+  space_tensor<float, 1, cuda_space> dg({n});
   for (int step = 0; step < 3; ++step) {
     for (index_t i = 0; i < n; ++i) g[i] = 0.001f * static_cast<float>((i * 7 + step * 13) % 101) - 0.05f;
-    copy_from_host(be, gv, tensor_view<const float, 1>(g.data(), {n}));
+    copy_from_host(be, dg.view(), tensor_view<const float, 1>(g.data(), {n}));
     host_opt.step(p, g, 1e-3 * (step + 1));
-    dev_opt.step(be, pv, gv, 1e-3 * (step + 1));
+    dev_opt.step(be, dp.view(), dg.view(), 1e-3 * (step + 1));
   }
-  std::vector<float> back(n), m(n), v(n);
-  copy_to_host(be, tensor_view<float, 1>(back.data(), {n}), tensor_view<const float, 1, cuda_space>(pv));
-  copy_to_host(be, tensor_view<float, 1>(m.data(), {n}), tensor_view<const float, 1, cuda_space>(dev_opt.exp_avg_view()));
-  copy_to_host(be, tensor_view<float, 1>(v.data(), {n}), tensor_view<const float, 1, cuda_space>(dev_opt.exp_avg_sq_view()));
+  const auto back = to_host(be, dp.view());
+  const auto m = to_host(be, dev_opt.exp_avg_view());
+  const auto v = to_host(be, dev_opt.exp_avg_sq_view());
   CHECK(std::memcmp(back.data(), p.data(), n * sizeof(float)) == 0);
   CHECK(std::memcmp(m.data(), host_opt.exp_avg().data(), n * sizeof(float)) == 0);
   CHECK(std::memcmp(v.data(), host_opt.exp_avg_sq().data(), n * sizeof(float)) == 0);

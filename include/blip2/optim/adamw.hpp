@@ -138,12 +138,13 @@ class adamw {
     const T* g = grads.data();
     T* m = m_.data();
     T* v = v_.data();
+    const adamw_step_constants decayed = constants(lr, true), plain = constants(lr, false);
 #if defined(_OPENMP)
 #pragma omp parallel
 #endif
     for (const auto& seg : segments_) {
       const index_t end = seg.offset + seg.size;
-      const adamw_step_constants k = constants(lr, seg.decay);
+      const adamw_step_constants& k = seg.decay ? decayed : plain;
       if constexpr (std::is_same_v<T, float>) {
         // float parameters: memory-bound (4 floats read, 3 written per element); the double form is far
         // slower (timing in benchmarks/README.md)
@@ -173,10 +174,11 @@ class adamw {
       zeroed_ = true;
     }
     ++step_;
+    const adamw_step_constants decayed = constants(lr, true), plain = constants(lr, false);
     for (const auto& seg : segments_) {
       if (seg.size == 0) continue;
       auto part = [&](auto v) { return row_range(v, seg.offset, seg.offset + seg.size); };
-      adamw_update(be, part(params), part(exp_avg_view()), part(exp_avg_sq_view()), part(grads), constants(lr, seg.decay));
+      adamw_update(be, part(params), part(exp_avg_view()), part(exp_avg_sq_view()), part(grads), seg.decay ? decayed : plain);
     }
   }
 

@@ -57,6 +57,7 @@
 #include "blip2/nn/copy.hpp"
 #include "blip2/nn/copy_from_host.hpp"
 #include "blip2/nn/copy_to_host.hpp"
+#include "blip2/nn/transfer.hpp"
 #include "blip2/nn/layer_norm.hpp"
 #include "blip2/nn/linear.hpp"
 
@@ -454,25 +455,19 @@ host_tensor<T, 3> vision_forward(Be& be, const vision_model<T, S>& m, Px&& pixel
                 !std::is_same_v<typename view_t<Px>::memory_space_type, host_space>) {
     auto px = detail::as_const(detail::arg_view<Be, 4>(pixel_values));  // (B, 3, H, W)
     const index_t B = px.extent(0), N = vision_num_tokens(cfg, px.extent(2), px.extent(3)), E = cfg.hidden_size;
-    host_tensor<T, 3> out({B, N, E});
     vision_state<T, S> st;
     if constexpr (S::host_accessible) {
+      host_tensor<T, 3> out({B, N, E});
       vision_forward(be, m, st, px, out.view(), max_chunk);
+      return out;
     } else {
-      buffer<T, S> dev;
-      dev.reserve_elements(static_cast<std::size_t>(B * N * E));
-      const tensor_view<T, 3, S> d(dev.data(), {B, N, E});
-      vision_forward(be, m, st, px, d, max_chunk);
-      copy_to_host(be, out.view(), detail::as_const(d));
+      space_tensor<T, 3, S> out({B, N, E});
+      vision_forward(be, m, st, px, out.view(), max_chunk);
+      return to_host(be, out.view());
     }
-    return out;
   } else {  // host pixels, device model: copy them over, then as above
-    auto hp = detail::as_const(view(pixel_values));
-    buffer<T, S> dev;
-    dev.reserve_elements(static_cast<std::size_t>(hp.size()));
-    const tensor_view<T, 4, S> d(dev.data(), hp.extents());
-    copy_from_host(be, d, hp);
-    return vision_forward(be, m, detail::as_const(d), max_chunk);
+    const auto px = to_backend_memory(be, detail::as_const(view(pixel_values)));
+    return vision_forward(be, m, px.view(), max_chunk);
   }
 }
 
