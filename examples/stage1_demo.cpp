@@ -99,16 +99,9 @@ options parse(int argc, char** argv) {
     if (r.is("--eval")) r.integer(o.eval);
     else if (r.is("--rerank-k")) r.integer(o.rerank_k);
     else if (r.is("--out")) o.out = r.value();
-    else if (r.is("--seed")) {
-      index_t s = 0;
-      r.integer(s);
-      if (s < 0) r.fail("--seed must be >= 0");
-      o.seed = static_cast<std::uint64_t>(s);
-    } else if (r.is("--backend")) {
-      const auto b = r.value();
-      if (b != "onednn" && b != "reference") r.fail("--backend must be onednn or reference");
-      o.onednn = b == "onednn";
-    } else if (r.is("--linear")) {
+    else if (r.is("--seed")) r.seed(o.seed);
+    else if (r.is("--backend")) r.backend(o.onednn);
+    else if (r.is("--linear")) {
       o.linear = r.value();
       if (o.linear != "f32" && o.linear != "bf16") r.fail("--linear must be f32 or bf16");
     } else if (!parse_stage1_flag(r.flag(), r, o.r))

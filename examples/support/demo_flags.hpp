@@ -11,6 +11,7 @@
 // Demo support, not part of the installed library (namespace blip2::demo).
 #pragma once
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
@@ -59,6 +60,19 @@ class flag_reader {
     std::size_t used = 0;
     try { v = std::stod(x, &used); } catch (const std::exception&) { used = 0; }
     if (used == 0 || used != x.size() || !std::isfinite(v)) fail(flag_ + " wants a finite number, not '" + x + "'");
+  }
+  // --seed S: a non-negative integer.
+  void seed(std::uint64_t& v) {
+    index_t s = 0;
+    integer(s);
+    if (s < 0) fail(flag_ + " must be >= 0");
+    v = static_cast<std::uint64_t>(s);
+  }
+  // --backend onednn|reference: onednn is set to whether the value names the oneDNN backend.
+  void backend(bool& onednn) {
+    const std::string b = value();
+    if (b != "onednn" && b != "reference") fail(flag_ + " must be onednn or reference");
+    onednn = b == "onednn";
   }
 
  private:

@@ -6,6 +6,7 @@
 // checkpoint loads and saves by name; for_each_parameter visits them in one fixed order.
 #pragma once
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "blip2/blocks/weights.hpp"
@@ -45,18 +46,25 @@ struct qformer_weights {
   tensor_view<T, 0, S> temp;                 // ITC temperature   only with stage-1 heads
 };
 
-// Calls f(name, view) for every parameter, views of rank 0 (temp), 1, 2 or 3, in one fixed order.
-template <class T, memory_space S, class F>
-void for_each_parameter(const qformer_model_config& cfg, qformer_weights<T, S>& w, F&& f) {
-  auto lin = [&](const std::string& n, linear_weights<T, S>& l) {
+// Calls f(name, view) for every parameter, views of rank 0 (temp), 1, 2 or 3, in one fixed order. W is
+// qformer_weights<T, S>, or const qformer_weights<T, S> to read only (f then gets const views).
+template <class W>
+inline constexpr bool is_qformer_weights = false;
+template <class T, memory_space S>
+inline constexpr bool is_qformer_weights<qformer_weights<T, S>> = true;
+
+template <class W, class F>
+  requires is_qformer_weights<std::remove_const_t<W>>
+void for_each_parameter(const qformer_model_config& cfg, W& w, F&& f) {
+  auto lin = [&](const std::string& n, auto& l) {
     f(n + ".weight", l.weight);
     f(n + ".bias", l.bias);
   };
-  auto ln = [&](const std::string& n, layer_norm_weights<T, S>& l) {
+  auto ln = [&](const std::string& n, auto& l) {
     f(n + ".weight", l.weight);
     f(n + ".bias", l.bias);
   };
-  auto attn = [&](const std::string& n, attention_weights<T, S>& a) {
+  auto attn = [&](const std::string& n, auto& a) {
     lin(n + ".attention.query", a.query);
     lin(n + ".attention.key", a.key);
     lin(n + ".attention.value", a.value);
