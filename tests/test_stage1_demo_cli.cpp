@@ -218,9 +218,12 @@ TEST_CASE("stage1_demo under mpirun -np 2 trains on the same world batches as on
 // blip2_demo (examples/blip2_demo.cpp), the README's main command, run short: every stage runs, writes
 // what it promises, and learns. What a few hundred steps reliably do (seeds 1-3 in the measurements of
 // the commit that added this test), with margins for other oneDNN versions' rounding:
-//   - the LM's loss falls from ln V (an untrained, tied head scores every token alike: about 5.9 for the
-//     ~380-token vocabulary) to below 1.2 over its last tenth (0.77 on seeds 1-2): the text's own structure
-//     (the fixed words of the prompts and questions) is learned within 200 steps;
+//   - the LM's first loss is that of random logits: the tied head scores a token by the product of the
+//     final LayerNorm's output (about unit variance in each of the C = 64 dimensions) with the token's
+//     embedding (N(0, s^2), s = 1/sqrt(C) by default), so the logits are about N(0, C s^2 = 1) whatever the
+//     target, and the expected cross-entropy is ln V + C s^2 / 2 (the log of a sum of V log-normal terms),
+//     about 6.4 for the ~380-token vocabulary; then it falls below 1.2 over its last tenth: the text's own
+//     structure (the fixed words of the prompts and questions) is learned within 200 steps;
 //   - stage 2's loss over its last tenth is below the mean of its first 10 steps by more than 0.03: in 100
 //     steps it learns the captions' form after "a photo of" (0.94-1.08 -> 0.80 on seeds 1-3), not yet the
 //     scenes, which the full recipe's 3000 steps start to;
@@ -259,7 +262,7 @@ TEST_CASE("blip2_demo: a short run pretrains the LM, runs both stages, evaluates
   const auto lm = read_csv_file(out / "lm_losses.csv");
   CHECK(lm.header == "step,loss_lm,lr,seconds");
   REQUIRE(lm.rows.size() == 200);
-  CHECK(lm.rows.front()[1] == doctest::Approx(std::log(380.0)).epsilon(0.05));
+  CHECK(lm.rows.front()[1] == doctest::Approx(std::log(380.0) + 0.5).epsilon(0.05));
   CHECK(tail_mean(lm, 1) < 1.2);
   const auto s1 = read_csv_file(out / "stage1_losses.csv");
   CHECK(s1.header == "step,loss_itc,loss_itm,loss_itg,loss_total,lr,seconds");
@@ -302,9 +305,9 @@ TEST_CASE("blip2_demo: --help lists every flag; bad flags exit 2 naming the flag
   const auto h = run_program(blip2_demo, dir, {"--help"}, one_thread);
   REQUIRE(h.status == 0);
   const std::string help = read_text(dir / "stdout.txt");
-  for (const char* flag : {"--out", "--seed", "--eval", "--beams", "--rerank-k", "--examples", "--backend", "--stage1",
+  for (const char* flag : {"--out", "--seed", "--eval", "--beams", "--rerank-k", "--examples", "--backend", "--stage1", "--mention",
                            "--lm-steps", "--lm-batch", "--lm-hidden", "--lm-layers", "--lm-heads", "--lm-ffn", "--lm-vocab",
-                           "--lm-lr", "--lm-warmup", "--lm-window", "--lm-copy-steps", "--lm-caption-share", "--lm-from",
+                           "--lm-lr", "--lm-init", "--lm-warmup", "--lm-copy-steps", "--lm-caption-share", "--lm-from",
                            "--s2-steps", "--s2-batch", "--s2-lr", "--s2-min-lr", "--s2-warmup", "--s2-wd", "--s2-clip",
                            "--objectives", "--steps", "--queries", "--lr", "--itm-weight"})
     CHECK_MESSAGE(help.find(std::string(flag) + " ") != std::string::npos, flag);
@@ -316,6 +319,8 @@ TEST_CASE("blip2_demo: --help lists every flag; bad flags exit 2 naming the flag
                                         {{"--lm-steps", "0"}, "--lm-steps must be >= 1"},
                                         {{"--s2-lr", "inf"}, "--s2-lr wants a finite number"},
                                         {{"--stage1", "pretrained"}, "--stage1 must be trained or random"},
+                                        {{"--mention", "second"}, "--mention must be canonical or drawn"},
+                                        {{"--lm-init", "-1"}, "optimiser settings out of range"},
                                         {{"--lm-hidden", "30", "--lm-heads", "4"}, "multiple of --lm-heads"},
                                         {{"--lm-vocab", "100"}, "--lm-vocab must be >= 300"},
                                         {{"--objectives", "itg"}, "must include itc"},
