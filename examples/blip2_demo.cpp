@@ -37,7 +37,8 @@
 //     ignored the image). With 1/sqrt(64) all 4 seeds copied within 100-200 steps.
 //   - One document a sequence instead of packed windows: packing cut the first document's description
 //     and the last document's answer, so most questions in a window had no answer or no context; the
-//     LM's own text VQA was 0.52 packed, 0.61 (at lr 1e-2) unpacked.
+//     LM's own text VQA was 0.52 packed (init 1/sqrt(64)) and 0.58 unpacked (init 0.02), both at lr 1e-2
+//     with drawn mentions.
 //   - Canonical mention (the left or top object named first), in the LM's descriptions and in stage 2's
 //     captions. With the mention drawn per caption, as the world's training pairs have it, stage 2 asks
 //     one soft prompt for two word orders; the LM copies one order, so the prompt blurred: its loss
@@ -53,10 +54,11 @@
 //   - Stage 2: AdamW lr 1e-3, warm-up 30, cosine to 1e-5, 3000 steps of 64 captions, clipping at 1. The
 //     projection alone (the Q-Former frozen) captioned training scenes exactly 0.3% of the time where the
 //     whole path reached 16% (both with drawn mentions).
-//   - What the LM does not learn: its text VQA stays near LMVQA. It answers position and size questions
-//     (about 0.92) but colour and shape questions mostly with the first-named object's attribute (0.55,
-//     0.59): it does not find the object the question names. Longer training (7000 steps), width 96,
-//     3 layers, 2 heads and lr 2e-3 to 1e-2 did not change that.
+//   - What the LM does not learn: its text VQA is 0.65-0.76 (seeds 1-5). It answers position and size
+//     questions best (0.69-0.92 and 0.72-0.93) and colour and shape ones mostly with the first-named
+//     object's attribute (0.55-0.64, 0.61-0.62): it does not find the object the question names. Each
+//     tried once on seed 1, none changed that: 7000 steps, width 96, 3 layers, 2 or 8 heads, lr 2e-3 to
+//     1e-2, a caption share of 0.1.
 //
 //   blip2_demo [--out DIR] [--seed S] [--eval N] [--stage1 trained|random] [flags: --help lists them]
 //
