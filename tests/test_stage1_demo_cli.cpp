@@ -216,19 +216,20 @@ TEST_CASE("stage1_demo under mpirun -np 2 trains on the same world batches as on
 
 // ---------------------------------------------------------------------------------------------------
 // blip2_demo (examples/blip2_demo.cpp), the README's main command, run short: every stage runs, writes
-// what it promises, and learns. What a few hundred steps reliably do (seeds 1-3 in the measurements of
-// the commit that added this test), with margins for other oneDNN versions' rounding:
+// what it promises, and learns. What a few hundred steps do (seed 1, the run below, measured with the
+// recipe of the commit that moved the LM to one document a sequence and the 1/sqrt(64) initialisation),
+// with margins for other oneDNN versions' rounding:
 //   - the LM's first loss is that of random logits: the tied head scores a token by the product of the
 //     final LayerNorm's output (about unit variance in each of the C = 64 dimensions) with the token's
 //     embedding (N(0, s^2), s = 1/sqrt(C) by default), so the logits are about N(0, C s^2 = 1) whatever the
 //     target, and the expected cross-entropy is ln V + C s^2 / 2 (the log of a sum of V log-normal terms),
-//     about 6.4 for the ~380-token vocabulary; then it falls below 1.2 over its last tenth: the text's own
-//     structure (the fixed words of the prompts and questions) is learned within 200 steps;
-//   - stage 2's loss over its last tenth is below the mean of its first 10 steps by more than 0.03: in 100
-//     steps it learns the captions' form after "a photo of" (0.94-1.08 -> 0.80 on seeds 1-3), not yet the
-//     scenes, which the full recipe's 3000 steps start to;
+//     about 6.4 for the ~380-token vocabulary (measured 6.21); then it falls below 1.2 over its last tenth
+//     (0.58): the text's own structure and copying the description are learned within 200 steps;
+//   - stage 2's loss over its last tenth is below half the mean of its first 10 steps (1.68 -> 0.27): in
+//     100 steps the soft prompt learns the captions' form after "a photo of" and part of the scenes, which
+//     the full recipe's 3000 steps learn whole;
 //   - the stage-1 Q-Former ranks the 100 held-out pairs with ITC R@5 >= 0.5 both ways (chance 0.05;
-//     0.86-0.95 on seeds 1-2), as stage1_demo's short run does;
+//     0.98 t->i, 0.97 i->t), as stage1_demo's short run does;
 //   - the output formats: the LM directory (a Hugging Face OPTForCausalLM with its BPE files), the three
 //     loss logs and their plots, predictions.jsonl (one line per scene), examples.png, the JSON line.
 // Caption and VQA accuracies are only checked to be rates: a short run does not reach them.
@@ -272,7 +273,7 @@ TEST_CASE("blip2_demo: a short run pretrains the LM, runs both stages, evaluates
   REQUIRE(s2.rows.size() == 100);
   double first10 = 0;
   for (std::size_t k = 0; k < 10; ++k) first10 += s2.rows[k][1] / 10;
-  CHECK(tail_mean(s2, 1) < first10 - 0.03);
+  CHECK(tail_mean(s2, 1) < 0.5 * first10);
   for (const char* f : {"lm_losses.png", "stage1_losses.png", "stage2_losses.png", "examples.png"}) CHECK(is_png(out / f));
   for (const char* f : {"config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer_config.json"})
     CHECK(std::filesystem::exists(out / "lm" / f));
